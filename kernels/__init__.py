@@ -1,0 +1,1 @@
+# Package marker: kernels/ is shipped as cugrad.kernels (see pyproject.toml).

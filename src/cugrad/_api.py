@@ -1,0 +1,288 @@
+"""The public ``gradient``: route the call, validate ``out=``/``stack=``, hand the plan to a backend."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from cugrad import _backend, _numpy_backend
+from cugrad._plan import Delegate, GradientPlan, make_plan
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from numpy.typing import ArrayLike, NDArray
+
+BackendArg = Literal["auto", "numpy", "cupy"] | None
+
+
+def gradient(
+    f: ArrayLike,
+    *varargs: Any,
+    axis: int | Sequence[int] | None = None,
+    edge_order: int = 1,
+    out: Any = None,
+    stack: bool = False,
+    backend: BackendArg = None,
+) -> Any:
+    """Return the gradient of an N-dimensional array, exactly as ``numpy.gradient`` does.
+
+    Second-order accurate central differences in the interior and first- or second-order one-sided
+    differences at the boundaries, on the CPU (NumPy) or on an NVIDIA GPU (CuPy). The result has the
+    same shape and dtype as numpy.gradient's and the same bits.
+
+    Parameters
+    ----------
+    f : array_like
+        An N-dimensional array: a NumPy array or anything ``numpy.asanyarray`` accepts, a CuPy array,
+        a torch tensor, a dask array, or any object with ``__cuda_array_interface__`` or a CUDA
+        ``__dlpack__``.
+    *varargs : scalar or array_like, optional
+        Spacing between values of `f`, as numpy.gradient takes it: nothing (unit spacing), one scalar
+        for all axes, or one entry per differentiated axis, each a scalar or a 1-D array of
+        coordinates as long as that axis.
+    axis : None or int or tuple of ints, optional
+        Axes to differentiate, in the order given; negative values count from the end. None (the
+        default) means every axis.
+    edge_order : {1, 2}, optional
+        Accuracy of the one-sided differences at the boundaries. numpy's rules apply: only values
+        greater than 2 are rejected, and any value other than 1 gives second-order edges.
+    out : ndarray or tuple of ndarray, optional
+        Where to write the result: what the call would return (one array for one axis, a tuple of one
+        array per axis), or with ``stack=True`` one array of shape ``(len(axes),) + f.shape``. Each
+        must have exactly the result dtype and shape and live where the result would (host or the
+        same GPU). Everything is validated before anything is written. The given arrays are returned.
+    stack : bool, optional
+        Return one array of shape ``(len(axes),) + f.shape`` (for example as ML channels) instead of
+        a tuple; it is written in place, not stacked afterwards.
+    backend : {None, "auto", "numpy", "cupy"}, optional
+        ``None`` reads the ``CUGRAD_BACKEND`` environment variable and falls back to ``"auto"``,
+        which follows the input: device arrays run on their GPU, host arrays with NumPy. ``"cupy"``
+        computes host arrays on the GPU and returns host arrays. A device array is never moved to
+        the host silently: ``backend="numpy"`` with a device array raises ``TypeError``.
+
+    Returns
+    -------
+    gradient : ndarray or tuple of ndarray
+        One array for one axis, a tuple of arrays for several, ``()`` for a 0-d input or
+        ``axis=()``; with ``stack=True`` one array. Arrays are of the input's kind (NumPy, CuPy,
+        torch, dask).
+
+    Raises
+    ------
+    TypeError, ValueError, IndexError, numpy.exceptions.AxisError
+        Whatever numpy.gradient raises for the same arguments, in numpy's order; ``ValueError`` or
+        ``TypeError`` for a bad ``out=``/``stack=``/``backend=``; ``RuntimeError`` when
+        ``backend="cupy"`` is asked for without CuPy or a usable GPU.
+
+    See Also
+    --------
+    numpy.gradient : the reference this function reproduces.
+
+    Notes
+    -----
+    Inputs that numpy handles through special code (datetime64, timedelta64, object, bool and string
+    dtypes, masked arrays, ``np.matrix`` and other subclasses) are computed by numpy.gradient itself on
+    the NumPy backend, so their results and exceptions are numpy's.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import cugrad
+    >>> cugrad.gradient(np.array([1, 2, 4, 7, 11, 16], dtype=float))
+    array([1. , 1.5, 2.5, 3.5, 4.5, 5. ])
+    >>> cugrad.gradient(np.array([5, 7, 4, 8]), 0.5)
+    array([ 4., -1.,  1.,  8.])
+    >>> dy, dx = cugrad.gradient(np.array([[1, 2, 6], [3, 4, 5]], dtype=float))
+    >>> dx
+    array([[ 1. ,  2.5,  4. ],
+           [ 1. ,  1. ,  1. ]])
+    >>> cugrad.gradient(np.arange(12.0).reshape(3, 4), stack=True).shape
+    (2, 3, 4)
+    """
+    name = _backend.requested_backend(backend)
+    if not isinstance(stack, (bool, np.bool_)):
+        raise TypeError(f"stack must be True or False, got {stack!r}")
+    stack = bool(stack)
+
+    # Containers of other libraries: each converts without copying and calls back in here.
+    if _backend.is_torch_tensor(f):
+        return _extension("_interop").torch_gradient(
+            f, varargs, axis=axis, edge_order=edge_order, out=out, stack=stack, backend=name
+        )
+    if _backend.is_dask_array(f):
+        return _extension("_dask").dask_gradient(
+            f, varargs, axis=axis, edge_order=edge_order, out=out, stack=stack, backend=name
+        )
+    if _backend.is_foreign_cuda_array(f):
+        f = _extension("_interop").as_cupy(f)
+
+    if _backend.is_device_array(f):
+        if name == "numpy":
+            raise TypeError(
+                'backend="numpy" was asked for a GPU array; cugrad never moves device arrays to the '
+                "host silently: use backend=\"cupy\" (or None), or copy it yourself with f.get()"
+            )
+        return _run_on_device(f, varargs, axis, edge_order, out, stack)
+
+    f = np.asanyarray(f)
+    if type(f) is not np.ndarray:
+        return _run_numpy_gradient(f, varargs, axis, edge_order, out, stack)
+    try:
+        plan = make_plan(f, varargs, axis, edge_order)
+    except Delegate:
+        return _run_numpy_gradient(f, varargs, axis, edge_order, out, stack)
+
+    if name == "cupy" or (name == "auto" and _offload_wanted(f)):
+        _backend.require_gpu()
+        result, outs = _prepare_outputs(plan, f, out, stack, np)
+        _extension("_offload").offload_gradient(plan, f, outs)
+        return result
+
+    result, outs = _prepare_outputs(plan, f, out, stack, np)
+    if out is not None and any(np.may_share_memory(o, f) for o in outs):
+        # The user's out= overlaps f: compute into fresh arrays, then copy (cupyx does the same).
+        fresh = [np.empty_like(o) for o in outs]
+        _numpy_backend.execute(plan, f, fresh)
+        for o, r in zip(outs, fresh, strict=True):
+            np.copyto(o, r)
+        return result
+    _numpy_backend.execute(plan, f, outs)
+    return result
+
+
+def _extension(module: str) -> Any:
+    return importlib.import_module(f"cugrad.{module}")
+
+
+def _offload_wanted(f: np.ndarray) -> bool:
+    """backend="auto" sends host arrays above the offload threshold to a usable GPU."""
+    try:
+        offload = _extension("_offload")
+    except ImportError:
+        return False
+    return f.nbytes >= offload.auto_threshold_bytes() and _backend.gpu_status()[0]
+
+
+def _run_on_device(f, varargs, axis, edge_order, out, stack):
+    import cupy
+
+    from cugrad import _cupy_backend
+
+    with f.device:
+        plan = make_plan(f, varargs, axis, edge_order)
+        result, outs = _prepare_outputs(plan, f, out, stack, cupy)
+        if out is not None and any(cupy.may_share_memory(o, f) for o in outs):
+            fresh = [cupy.empty_like(o) for o in outs]
+            _cupy_backend.execute(plan, f, fresh)
+            for o, r in zip(outs, fresh, strict=True):
+                o[...] = r
+            return result
+        _cupy_backend.execute(plan, f, outs)
+        return result
+
+
+def _run_numpy_gradient(f, varargs, axis, edge_order, out, stack):
+    """numpy.gradient itself, for the inputs it treats through special code; then out=/stack=."""
+    computed = np.gradient(f, *varargs, axis=axis, edge_order=edge_order)
+    arrays = list(computed) if isinstance(computed, tuple) else [computed]
+    if stack:
+        shape = np.shape(f)
+        dtype = arrays[0].dtype if arrays else _delegated_out_dtype(f)
+        stacked = np.empty((len(arrays),) + shape, dtype) if out is None else out
+        if out is not None:
+            _check_stack_out(out, len(arrays), shape, dtype, np)
+        for i, a in enumerate(arrays):
+            stacked[i] = a
+        return stacked
+    if out is None:
+        return computed
+    outs = _check_tuple_out(out, len(arrays), [(a.shape, a.dtype) for a in arrays], np)
+    for o, a in zip(outs, arrays, strict=True):
+        o[...] = a
+    return outs[0] if not isinstance(computed, tuple) else tuple(outs)
+
+
+def _delegated_out_dtype(f) -> np.dtype:
+    dtype = np.asarray(f).dtype
+    if dtype.kind == "M":
+        return np.dtype(dtype.name.replace("datetime", "timedelta"))
+    if dtype.kind in "mfc":
+        return dtype
+    return np.dtype(np.float64)
+
+
+def _prepare_outputs(plan: GradientPlan, f: Any, out: Any, stack: bool, xp: Any):
+    """(what the call returns, one output array per axis), allocating or validating ``out``."""
+    count = len(plan.axes)
+    if stack:
+        if out is None:
+            stacked = xp.empty((count,) + plan.shape, plan.out_dtype)
+        else:
+            stacked = _check_stack_out(out, count, plan.shape, plan.out_dtype, xp)
+        return stacked, [stacked[i] for i in range(count)]
+    if out is None:
+        outs = [xp.empty_like(f, dtype=plan.out_dtype) for _ in range(count)]
+    else:
+        outs = _check_tuple_out(out, count, [(plan.shape, plan.out_dtype)] * count, xp)
+        _check_no_mutual_overlap(outs, xp)
+    if count == 1:
+        return outs[0], outs
+    return tuple(outs), outs
+
+
+def _check_array(o: Any, what: str, shape, dtype, xp) -> Any:
+    if not isinstance(o, xp.ndarray):
+        where = "NumPy" if xp is np else "CuPy"
+        raise TypeError(
+            f"{what} must be a {where} array (the result lives where the computation does), "
+            f"got {type(o).__module__}.{type(o).__qualname__}"
+        )
+    if tuple(o.shape) != tuple(shape):
+        raise ValueError(f"{what} has shape {tuple(o.shape)}, expected {tuple(shape)}")
+    if o.dtype != dtype:
+        raise TypeError(
+            f"{what} has dtype {o.dtype}, expected {np.dtype(dtype)} (numpy.gradient's result "
+            "dtype for this input; cugrad does not cast results)"
+        )
+    if xp is np and not o.flags.writeable:
+        raise ValueError(f"{what} is read-only")
+    return o
+
+
+def _check_stack_out(out, count, shape, dtype, xp):
+    if xp is not np and hasattr(out, "device") and out.device != _current_device(xp):
+        raise ValueError(f"out is on {out.device}, but the input is on {_current_device(xp)}")
+    return _check_array(out, "out (with stack=True)", (count,) + tuple(shape), dtype, xp)
+
+
+def _check_tuple_out(out, count, specs, xp):
+    if isinstance(out, (tuple, list)):
+        outs = list(out)
+    elif count == 1:
+        outs = [out]
+    else:
+        raise TypeError(
+            f"out must be a tuple of {count} arrays, one per differentiated axis "
+            "(or one array of shape (len(axes),) + f.shape with stack=True)"
+        )
+    if len(outs) != count:
+        raise ValueError(f"out has {len(outs)} arrays but the call computes {count}, one per axis")
+    for i, (o, (shape, dtype)) in enumerate(zip(outs, specs, strict=True)):
+        _check_array(o, f"out[{i}]", shape, dtype, xp)
+        if xp is not np and o.device != _current_device(xp):
+            raise ValueError(f"out[{i}] is on {o.device}, but the input is on {_current_device(xp)}")
+    return outs
+
+
+def _check_no_mutual_overlap(outs, xp) -> None:
+    for i in range(len(outs)):
+        for j in range(i):
+            if xp.may_share_memory(outs[i], outs[j]):
+                raise ValueError(f"out[{j}] and out[{i}] share memory; give separate arrays")
+
+
+def _current_device(xp):
+    return xp.cuda.Device()

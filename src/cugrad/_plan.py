@@ -1,0 +1,337 @@
+"""Parse numpy.gradient's arguments once, into a backend-free plan of the work.
+
+This module is the one place that decides: it validates the arguments in numpy's order with numpy's
+exception types, and turns every spacing form into per-axis stencils whose coefficients are the very
+objects numpy.gradient builds (Python floats stay "weak" under NEP 50, numpy scalars stay "strong").
+Backends only execute a :class:`GradientPlan`; none of them re-derives a rule of numpy's.
+
+The coefficient expressions below are numpy.gradient's own (NumPy 2.x, ``numpy/lib/_function_base_impl.py``),
+evaluated in the same order, so that the same inputs raise the same exceptions and the same warnings
+(for example ``ZeroDivisionError`` for a Python ``0`` spacing with ``edge_order=2``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from cugrad import _backend
+
+StencilKind = Literal["diff", "comb"]
+
+
+@dataclass(frozen=True)
+class Stencil:
+    """The formula of one region (interior, first row, last row) of one axis.
+
+    ``kind == "diff"``: ``(f[p] - f[q])`` is computed in the data dtype, then divided by ``coef[0]``
+    in ``dtype``. The interior uses ``p = i + 1, q = i - 1``; the first row ``p = 1, q = 0``; the last
+    row ``p = n - 1, q = n - 2``.
+
+    ``kind == "comb"``: ``coef[0] * f[j0] + coef[1] * f[j1] + coef[2] * f[j2]``, every product and
+    sum in ``dtype``, left to right. The interior uses ``j = i - 1, i, i + 1`` with 1-D coefficient
+    arrays of length ``n - 2`` (row ``i`` uses element ``i - 1``); the first row ``j = 0, 1, 2``; the
+    last row ``j = n - 3, n - 2, n - 1``, with scalar coefficients.
+
+    ``dtype`` is what NEP 50 makes of the data dtype and the coefficients; the result is rounded once
+    into the output dtype.
+    """
+
+    kind: StencilKind
+    coef: tuple[Any, ...]
+    dtype: np.dtype
+
+
+@dataclass(frozen=True)
+class AxisPlan:
+    """How one axis is differentiated.
+
+    ``uniform`` is True for scalar spacing (given, or numpy's shortcut for evenly spaced coordinates)
+    and False for coordinate arrays. It is None only for coordinates that live on a device: numpy's
+    shortcut then cannot be decided without stalling the host, so the plan carries both variants,
+    ``interior/left/right`` for coordinate arrays and ``uniform_variant`` for the shortcut, and a
+    0-d device boolean ``uniform_flag`` that the kernel reads to choose between them.
+    """
+
+    axis: int
+    length: int
+    interior: Stencil
+    left: Stencil
+    right: Stencil
+    uniform: bool | None
+    uniform_variant: AxisPlan | None = None
+    uniform_flag: Any = None
+
+
+@dataclass(frozen=True)
+class GradientPlan:
+    """Everything a backend needs to compute ``numpy.gradient`` of one array."""
+
+    shape: tuple[int, ...]
+    axes: tuple[int, ...]
+    edge_order: Literal[1, 2]
+    data_dtype: np.dtype  # what numpy differences in: the input's dtype, float64 for integers
+    out_dtype: np.dtype  # numpy's ``empty_like(f, dtype=otype)``
+    axis_plans: tuple[AxisPlan, ...] = field(default_factory=tuple)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+
+class Delegate(Exception):
+    """Raised by :func:`make_plan` for inputs that numpy.gradient handles through special code.
+
+    datetime64/timedelta64, object, bool and string dtypes, ndarray subclasses (masked arrays,
+    ``np.matrix``) and exotic spacing objects are computed by numpy.gradient itself, so the result
+    (or the exception) is numpy's by construction.
+    """
+
+
+def normalize_axes(axis: Any, ndim: int) -> tuple[int, ...]:
+    """numpy's axis rules: None is every axis; ints, numpy ints, tuples and lists; order kept."""
+    if axis is None:
+        return tuple(range(ndim))
+    return np.lib.array_utils.normalize_axis_tuple(axis, ndim)
+
+
+def data_and_out_dtypes(dtype: np.dtype, on_device: bool) -> tuple[np.dtype, np.dtype]:
+    """The dtype numpy differences in, and the dtype of the arrays it returns."""
+    if dtype.kind in "fc":
+        return dtype, dtype
+    if dtype.kind in "iu":
+        # numpy converts integers to float64 first, so that differences never wrap around.
+        f64 = np.dtype(np.float64)
+        return f64, f64
+    if on_device:
+        if dtype.kind == "b":
+            raise TypeError(
+                "numpy boolean subtract, the `-` operator, is not supported: "
+                "convert the boolean array with .astype(float) first"
+            )
+        raise TypeError(f"cugrad cannot differentiate arrays of dtype {dtype} on a GPU")
+    raise Delegate
+
+
+def make_plan(f: Any, varargs: tuple[Any, ...], axis: Any, edge_order: Any) -> GradientPlan:
+    """Validate numpy.gradient's arguments for the array ``f`` and describe the work.
+
+    ``f`` is an ndarray (no subclass) or a device array with ``shape``, ``ndim`` and ``dtype``.
+    Raises numpy's exceptions in numpy's order, or :class:`Delegate`.
+    """
+    on_device = not isinstance(f, np.ndarray)
+    shape = tuple(f.shape)
+    ndim = len(shape)
+    axes = normalize_axes(axis, ndim)
+    len_axes = len(axes)
+
+    n = len(varargs)
+    if n == 0:
+        dx: list[Any] = [1.0] * len_axes
+    elif n == 1 and np.ndim(varargs[0]) == 0:
+        dx = list(varargs) * len_axes
+    elif n == len_axes:
+        dx = [
+            _parse_distances(distances, shape[ax]) for distances, ax in zip(varargs, axes, strict=True)
+        ]
+    else:
+        raise TypeError(
+            f"invalid number of arguments: got {n} spacing arguments for {len_axes} axes; give none, "
+            "one scalar for all axes, or one scalar or 1-D coordinate array per axis"
+        )
+
+    if edge_order > 2:
+        raise ValueError("'edge_order' greater than 2 not supported")
+    first_order_edges = bool(edge_order == 1)
+
+    data_dtype, out_dtype = data_and_out_dtypes(np.dtype(f.dtype), on_device)
+
+    axis_plans = []
+    for ax, ax_dx in zip(axes, dx, strict=True):
+        length = shape[ax]
+        if length < edge_order + 1:
+            raise ValueError(
+                "Shape of array too small to calculate a numerical gradient, "
+                "at least (edge_order + 1) elements are required: "
+                f"axis {ax} has {length} elements and edge_order is {edge_order}."
+            )
+        if not first_order_edges and length < 3:
+            # numpy gets here with edge_order 0 or negative (only > 2 is rejected) and fails while
+            # indexing the third row of the one-sided second-order formula.
+            raise IndexError(
+                f"index {min(length, 2)} is out of bounds for axis {ax} with size {length} "
+                f"(edge_order={edge_order!r} asks for second-order edges, which need 3 elements)"
+            )
+        if isinstance(ax_dx, _DeviceCoordinates):
+            if not on_device:
+                raise TypeError(
+                    f"the coordinates for axis {ax} are on a GPU but the array is on the host: "
+                    "pass both as numpy arrays, or both as device arrays"
+                )
+            axis_plans.append(_device_coordinate_axis(ax, length, ax_dx, data_dtype, out_dtype,
+                                                      first_order_edges))
+        else:
+            axis_plans.append(_axis_plan(ax, length, ax_dx, data_dtype, out_dtype, first_order_edges))
+
+    return GradientPlan(
+        shape=shape,
+        axes=axes,
+        edge_order=1 if first_order_edges else 2,
+        data_dtype=data_dtype,
+        out_dtype=out_dtype,
+        axis_plans=tuple(axis_plans),
+    )
+
+
+@dataclass(frozen=True)
+class _DeviceCoordinates:
+    """Differences of a coordinate array that lives on a device (float dtype, length n - 1)."""
+
+    diffs: Any
+
+
+def _parse_distances(distances: Any, length: int) -> Any:
+    """One per-axis spacing argument, exactly as numpy.gradient reads it."""
+    if _backend.is_device_array(distances):
+        return _parse_device_distances(distances, length)
+    original = distances
+    distances = np.asanyarray(distances)
+    if distances.ndim == 0:
+        return original  # numpy keeps the object itself, so Python floats stay weak
+    if distances.ndim != 1:
+        raise ValueError("distances must be either scalars or 1d")
+    if len(distances) != length:
+        raise ValueError(
+            "when 1d, distances must match the length of the corresponding dimension "
+            f"(got {len(distances)} coordinates for an axis of length {length})"
+        )
+    if np.issubdtype(distances.dtype, np.integer):
+        distances = distances.astype(np.float64)  # no modular arithmetic in the differences
+    diffx = np.diff(distances)
+    if (diffx == diffx[0]).all():
+        return diffx[0]  # numpy's shortcut: evenly spaced coordinates become a (strong) scalar
+    if type(diffx) is not np.ndarray:
+        raise Delegate
+    return diffx
+
+
+def _parse_device_distances(distances: Any, length: int) -> Any:
+    if distances.ndim == 0:
+        raise TypeError(
+            "a 0-d device array is not accepted as a spacing: pass a Python or numpy scalar"
+        )
+    if distances.ndim != 1:
+        raise ValueError("distances must be either scalars or 1d")
+    if len(distances) != length:
+        raise ValueError(
+            "when 1d, distances must match the length of the corresponding dimension "
+            f"(got {len(distances)} coordinates for an axis of length {length})"
+        )
+    if distances.dtype.kind in "iu":
+        distances = distances.astype(np.float64)
+    if distances.dtype.kind not in "fc":
+        raise TypeError(f"coordinate arrays of dtype {distances.dtype} are not supported on a GPU")
+    if length < 2:
+        # numpy's shortcut test reads diffx[0] of an empty difference array.
+        raise IndexError("index 0 is out of bounds for axis 0 with size 0")
+    return _DeviceCoordinates(distances[1:] - distances[:-1])
+
+
+def _compute_dtype(data_dtype: np.dtype, out_dtype: np.dtype, *coefs: Any) -> np.dtype:
+    """NEP 50: Python scalars are weak, numpy scalars and arrays are strong."""
+    # Arrays (host or device, 0-d too) promote by their dtype; scalars go in as they are.
+    args = [c.dtype if isinstance(c, np.ndarray) or _backend.is_device_array(c) else c for c in coefs]
+    try:
+        dtype = np.result_type(data_dtype, *args)
+    except (TypeError, ValueError) as exc:
+        raise Delegate from exc
+    # Anything that would not round straight back into the output (a complex spacing for real data,
+    # a timedelta or object spacing) is left to numpy.gradient itself.
+    if dtype.kind not in "fc" or (dtype.kind == "c") != (out_dtype.kind == "c"):
+        raise Delegate
+    return dtype
+
+
+def _is_plain_scalar(value: Any) -> bool:
+    """A number that a backend can turn into one value of the compute dtype."""
+    if isinstance(value, (float, int, complex, np.number, np.bool_)):
+        return True
+    is_array = type(value) is np.ndarray or _backend.is_device_array(value)
+    return is_array and value.ndim == 0 and value.dtype.kind in "biufc"
+
+
+def _axis_plan(ax, length, ax_dx, data_dtype, out_dtype, first_order_edges) -> AxisPlan:
+    """numpy.gradient's per-axis coefficients, evaluated exactly as numpy evaluates them."""
+    uniform = np.ndim(ax_dx) == 0
+    if uniform:
+        divisor = 2.0 * ax_dx
+        if not _is_plain_scalar(divisor):
+            raise Delegate
+        interior = Stencil("diff", (divisor,), _compute_dtype(data_dtype, out_dtype, divisor))
+    else:
+        dx1 = ax_dx[0:-1]
+        dx2 = ax_dx[1:]
+        a = -(dx2) / (dx1 * (dx1 + dx2))
+        b = (dx2 - dx1) / (dx1 * dx2)
+        c = dx1 / (dx2 * (dx1 + dx2))
+        interior = Stencil("comb", (a, b, c), _compute_dtype(data_dtype, out_dtype, a, b, c))
+
+    if first_order_edges:
+        dx_0 = ax_dx if uniform else ax_dx[0]
+        dx_n = ax_dx if uniform else ax_dx[-1]
+        if not (_is_plain_scalar(dx_0) and _is_plain_scalar(dx_n)):
+            raise Delegate
+        left = Stencil("diff", (dx_0,), _compute_dtype(data_dtype, out_dtype, dx_0))
+        right = Stencil("diff", (dx_n,), _compute_dtype(data_dtype, out_dtype, dx_n))
+    else:
+        if uniform:
+            a = -1.5 / ax_dx
+            b = 2.0 / ax_dx
+            c = -0.5 / ax_dx
+        else:
+            dx1 = ax_dx[0]
+            dx2 = ax_dx[1]
+            a = -(2.0 * dx1 + dx2) / (dx1 * (dx1 + dx2))
+            b = (dx1 + dx2) / (dx1 * dx2)
+            c = -dx1 / (dx2 * (dx1 + dx2))
+        left = Stencil("comb", (a, b, c), _compute_dtype(data_dtype, out_dtype, a, b, c))
+        if uniform:
+            a = 0.5 / ax_dx
+            b = -2.0 / ax_dx
+            c = 1.5 / ax_dx
+        else:
+            dx1 = ax_dx[-2]
+            dx2 = ax_dx[-1]
+            a = (dx2) / (dx1 * (dx1 + dx2))
+            b = -(dx2 + dx1) / (dx1 * dx2)
+            c = (2.0 * dx2 + dx1) / (dx2 * (dx1 + dx2))
+        right = Stencil("comb", (a, b, c), _compute_dtype(data_dtype, out_dtype, a, b, c))
+        if not all(_is_plain_scalar(v) for s in (left, right) for v in s.coef):
+            raise Delegate
+    return AxisPlan(ax, length, interior, left, right, uniform=bool(uniform))
+
+
+def _device_coordinate_axis(ax, length, coords, data_dtype, out_dtype, first_order_edges) -> AxisPlan:
+    """Both variants of a device coordinate axis, and the device flag that picks one.
+
+    Everything stays on the device and is queued on the current stream: no host synchronisation.
+    The uniform variant's "scalars" are 0-d device arrays, which NEP 50 treats like numpy scalars
+    (strong), so both variants compute in the same dtype.
+    """
+    diffx = coords.diffs
+    flag = (diffx == diffx[0]).all()
+    coord_plan = _axis_plan(ax, length, diffx, data_dtype, out_dtype, first_order_edges)
+    uniform_plan = _axis_plan(ax, length, diffx[0], data_dtype, out_dtype, first_order_edges)
+    return AxisPlan(
+        ax,
+        length,
+        coord_plan.interior,
+        coord_plan.left,
+        coord_plan.right,
+        uniform=None,
+        uniform_variant=uniform_plan,
+        uniform_flag=flag,
+    )
+
