@@ -27,7 +27,7 @@ from cugrad._plan import AxisPlan, GradientPlan, Stencil
 # bookkeeping would cost more than they save (the small-input target is parity with numpy.gradient).
 PARALLEL_MIN_ELEMENTS = 1 << 16
 # Bytes of input per slab: a slab, its halo and the slabs of the outputs stay in a core's L2.
-SLAB_BYTES = 1 << 18
+SLAB_BYTES = 1 << 20
 
 _executor: ThreadPoolExecutor | None = None
 
@@ -59,13 +59,12 @@ def execute(plan: GradientPlan, f: np.ndarray, outs: list[np.ndarray]) -> None:
     ``f`` holds the user's data (integers are cast inside the ufuncs); ``outs`` have ``f``'s shape and
     ``plan.out_dtype`` and must not share memory with ``f``.
     """
-    if f.size == 0 or not plan.axes:
+    if f.size < PARALLEL_MIN_ELEMENTS:
+        if f.size:
+            for ap, out in zip(plan.axis_plans, outs):
+                compute_rows(f, out, ap, plan.data_dtype, 0, ap.length, 0)
         return
     workers = thread_count()
-    if f.size < PARALLEL_MIN_ELEMENTS:
-        for ap, out in zip(plan.axis_plans, outs, strict=True):
-            compute_rows(f, out, ap, plan.data_dtype, 0, ap.length, 0)
-        return
 
     # Split the outermost axis in memory into slabs; each worker takes a contiguous run of slabs so
     # that the halo rows a slab reads were just read by the slab before it.
@@ -126,44 +125,56 @@ def compute_rows(
     blocks and streamed GPU slabs all reduce to this.
     """
     k, n = ap.axis, ap.length
-
-    def fr(start: int, stop: int) -> np.ndarray:
-        return _rows(f, k, start - f_start, stop - f_start)
+    pre = (slice(None),) * k
+    s = -f_start
+    # Integer data is differenced in float64 (numpy converts it first); a cast inside the ufunc does
+    # the same without a converted copy. Float data needs no dtype argument, which is cheaper.
+    cast = None if f.dtype == data_dtype else data_dtype
 
     i0, i1 = max(lo, 1), min(hi, n - 1)
     if i1 > i0:
-        o = _rows(out, k, i0 - lo, i1 - lo)
+        o = out[pre + (slice(i0 - lo, i1 - lo),)]
         st = ap.interior
         if st.kind == "diff":
-            _diff(o, fr(i0 + 1, i1 + 1), fr(i0 - 1, i1 - 1), st, data_dtype)
+            _diff(o, f[pre + (slice(i0 + 1 + s, i1 + 1 + s),)], f[pre + (slice(i0 - 1 + s, i1 - 1 + s),)],
+                  st, cast)
         else:
             bshape = (1,) * k + (i1 - i0,) + (1,) * (f.ndim - k - 1)
             coef = tuple(c[i0 - 1 : i1 - 1].reshape(bshape) for c in st.coef)
-            _comb(o, coef, (fr(i0 - 1, i1 - 1), fr(i0, i1), fr(i0 + 1, i1 + 1)), st.dtype)
+            fs = tuple(f[pre + (slice(i0 + d + s, i1 + d + s),)] for d in (-1, 0, 1))
+            _comb(o, coef, fs, st.dtype)
     if lo == 0:
-        _edge(_rows(out, k, 0, 1), ap.left, fr, (1, 0), (0, 1, 2), data_dtype)
+        o = out[pre + (slice(0, 1),)]
+        if ap.left.kind == "diff":
+            _diff(o, f[pre + (slice(1 + s, 2 + s),)], f[pre + (slice(s, 1 + s),)], ap.left, cast)
+        else:
+            _comb(o, ap.left.coef, tuple(f[pre + (slice(j + s, j + 1 + s),)] for j in (0, 1, 2)),
+                  ap.left.dtype)
     if hi == n:
-        _edge(_rows(out, k, n - 1 - lo, n - lo), ap.right, fr, (n - 1, n - 2), (n - 3, n - 2, n - 1),
-              data_dtype)
+        o = out[pre + (slice(n - 1 - lo, n - lo),)]
+        if ap.right.kind == "diff":
+            _diff(o, f[pre + (slice(n - 1 + s, n + s),)], f[pre + (slice(n - 2 + s, n - 1 + s),)],
+                  ap.right, cast)
+        else:
+            _comb(o, ap.right.coef,
+                  tuple(f[pre + (slice(j + s, j + 1 + s),)] for j in (n - 3, n - 2, n - 1)),
+                  ap.right.dtype)
 
 
-def _edge(o, st: Stencil, fr, diff_rows, comb_rows, data_dtype) -> None:
-    if st.kind == "diff":
-        p, q = diff_rows
-        _diff(o, fr(p, p + 1), fr(q, q + 1), st, data_dtype)
-    else:
-        _comb(o, st.coef, tuple(fr(j, j + 1) for j in comb_rows), st.dtype)
-
-
-def _diff(o: np.ndarray, fp: np.ndarray, fq: np.ndarray, st: Stencil, data_dtype: np.dtype) -> None:
+def _diff(o: np.ndarray, fp: np.ndarray, fq: np.ndarray, st: Stencil, cast: np.dtype | None) -> None:
     # numpy: (fp - fq) / d. The difference is in the data dtype, which is the output dtype, so it can
-    # live in the output; the division reads it back in the compute dtype and rounds once.
-    np.subtract(fp, fq, out=o, dtype=data_dtype)
-    np.divide(o, st.coef[0], out=o, dtype=st.dtype)
+    # live in the output; the division reads it back and NEP 50 picks the compute dtype from the
+    # output dtype and the coefficient, as it does for numpy's temporary.
+    if cast is None:
+        np.subtract(fp, fq, out=o)
+    else:
+        np.subtract(fp, fq, out=o, dtype=cast)
+    np.divide(o, st.coef[0], out=o)
 
 
 def _comb(o: np.ndarray, coef: tuple[Any, ...], fs: tuple[np.ndarray, ...], dtype: np.dtype) -> None:
-    # numpy: a*f0 + b*f1 + c*f2, products and sums in the compute dtype, rounded once into o.
+    # numpy: a*f0 + b*f1 + c*f2, products and sums in the compute dtype, rounded once into o. The
+    # dtype argument matters for integer data, which numpy has converted to float64 beforehand.
     (a, b, c), (f0, f1, f2) = coef, fs
     t = np.empty(o.shape, dtype)
     acc = o if o.dtype == dtype else np.empty(o.shape, dtype)

@@ -12,7 +12,7 @@ evaluated in the same order, so that the same inputs raise the same exceptions a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -22,7 +22,7 @@ from cugrad import _backend
 StencilKind = Literal["diff", "comb"]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Stencil:
     """The formula of one region (interior, first row, last row) of one axis.
 
@@ -44,7 +44,7 @@ class Stencil:
     dtype: np.dtype
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class AxisPlan:
     """How one axis is differentiated.
 
@@ -65,7 +65,7 @@ class AxisPlan:
     uniform_flag: Any = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class GradientPlan:
     """Everything a backend needs to compute ``numpy.gradient`` of one array."""
 
@@ -74,7 +74,7 @@ class GradientPlan:
     edge_order: Literal[1, 2]
     data_dtype: np.dtype  # what numpy differences in: the input's dtype, float64 for integers
     out_dtype: np.dtype  # numpy's ``empty_like(f, dtype=otype)``
-    axis_plans: tuple[AxisPlan, ...] = field(default_factory=tuple)
+    axis_plans: tuple[AxisPlan, ...] = ()
 
     @property
     def ndim(self) -> int:
@@ -88,6 +88,14 @@ class Delegate(Exception):
     ``np.matrix``) and exotic spacing objects are computed by numpy.gradient itself, so the result
     (or the exception) is numpy's by construction.
     """
+
+
+def _ndim(value: Any) -> int:
+    """``np.ndim`` without its dispatch overhead for the common scalars and arrays."""
+    if type(value) is float or type(value) is int:
+        return 0
+    ndim = getattr(value, "ndim", None)
+    return ndim if type(ndim) is int else np.ndim(value)
 
 
 def normalize_axes(axis: Any, ndim: int) -> tuple[int, ...]:
@@ -130,7 +138,7 @@ def make_plan(f: Any, varargs: tuple[Any, ...], axis: Any, edge_order: Any) -> G
     n = len(varargs)
     if n == 0:
         dx: list[Any] = [1.0] * len_axes
-    elif n == 1 and np.ndim(varargs[0]) == 0:
+    elif n == 1 and _ndim(varargs[0]) == 0:
         dx = list(varargs) * len_axes
     elif n == len_axes:
         dx = [
@@ -146,7 +154,7 @@ def make_plan(f: Any, varargs: tuple[Any, ...], axis: Any, edge_order: Any) -> G
         raise ValueError("'edge_order' greater than 2 not supported")
     first_order_edges = bool(edge_order == 1)
 
-    data_dtype, out_dtype = data_and_out_dtypes(np.dtype(f.dtype), on_device)
+    data_dtype, out_dtype = data_and_out_dtypes(f.dtype, on_device)
 
     axis_plans = []
     for ax, ax_dx in zip(axes, dx, strict=True):
@@ -156,13 +164,6 @@ def make_plan(f: Any, varargs: tuple[Any, ...], axis: Any, edge_order: Any) -> G
                 "Shape of array too small to calculate a numerical gradient, "
                 "at least (edge_order + 1) elements are required: "
                 f"axis {ax} has {length} elements and edge_order is {edge_order}."
-            )
-        if not first_order_edges and length < 3:
-            # numpy gets here with edge_order 0 or negative (only > 2 is rejected) and fails while
-            # indexing the third row of the one-sided second-order formula.
-            raise IndexError(
-                f"index {min(length, 2)} is out of bounds for axis {ax} with size {length} "
-                f"(edge_order={edge_order!r} asks for second-order edges, which need 3 elements)"
             )
         if isinstance(ax_dx, _DeviceCoordinates):
             if not on_device:
@@ -185,7 +186,7 @@ def make_plan(f: Any, varargs: tuple[Any, ...], axis: Any, edge_order: Any) -> G
     )
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _DeviceCoordinates:
     """Differences of a coordinate array that lives on a device (float dtype, length n - 1)."""
 
@@ -241,6 +242,8 @@ def _parse_device_distances(distances: Any, length: int) -> Any:
 
 def _compute_dtype(data_dtype: np.dtype, out_dtype: np.dtype, *coefs: Any) -> np.dtype:
     """NEP 50: Python scalars are weak, numpy scalars and arrays are strong."""
+    if all(type(c) is float for c in coefs):
+        return data_dtype  # a weak float never changes a float or complex data dtype
     # Arrays (host or device, 0-d too) promote by their dtype; scalars go in as they are.
     args = [c.dtype if isinstance(c, np.ndarray) or _backend.is_device_array(c) else c for c in coefs]
     try:
@@ -256,6 +259,8 @@ def _compute_dtype(data_dtype: np.dtype, out_dtype: np.dtype, *coefs: Any) -> np
 
 def _is_plain_scalar(value: Any) -> bool:
     """A number that a backend can turn into one value of the compute dtype."""
+    if type(value) is float:
+        return True
     if isinstance(value, (float, int, complex, np.number, np.bool_)):
         return True
     is_array = type(value) is np.ndarray or _backend.is_device_array(value)
@@ -264,7 +269,7 @@ def _is_plain_scalar(value: Any) -> bool:
 
 def _axis_plan(ax, length, ax_dx, data_dtype, out_dtype, first_order_edges) -> AxisPlan:
     """numpy.gradient's per-axis coefficients, evaluated exactly as numpy evaluates them."""
-    uniform = np.ndim(ax_dx) == 0
+    uniform = _ndim(ax_dx) == 0
     if uniform:
         divisor = 2.0 * ax_dx
         if not _is_plain_scalar(divisor):
@@ -296,6 +301,13 @@ def _axis_plan(ax, length, ax_dx, data_dtype, out_dtype, first_order_edges) -> A
             a = -(2.0 * dx1 + dx2) / (dx1 * (dx1 + dx2))
             b = (dx1 + dx2) / (dx1 * dx2)
             c = -dx1 / (dx2 * (dx1 + dx2))
+        if length < 3:
+            # numpy gets here with edge_order 0 or negative (only > 2 is rejected) and fails while
+            # indexing the rows of the one-sided second-order formula.
+            raise IndexError(
+                f"index {length} is out of bounds for axis {ax} with size {length} (an edge_order "
+                "other than 1 asks for second-order edges, which need 3 elements)"
+            )
         left = Stencil("comb", (a, b, c), _compute_dtype(data_dtype, out_dtype, a, b, c))
         if uniform:
             a = 0.5 / ax_dx
