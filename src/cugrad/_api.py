@@ -101,8 +101,8 @@ def gradient(
     array([ 4., -1.,  1.,  8.])
     >>> dy, dx = cugrad.gradient(np.array([[1, 2, 6], [3, 4, 5]], dtype=float))
     >>> dx
-    array([[ 1. ,  2.5,  4. ],
-           [ 1. ,  1. ,  1. ]])
+    array([[1. , 2.5, 4. ],
+           [1. , 1. , 1. ]])
     >>> cugrad.gradient(np.arange(12.0).reshape(3, 4), stack=True).shape
     (2, 3, 4)
     """
