@@ -143,23 +143,27 @@ def gradient(
             )
         return _run_on_device(f, varargs, axis, edge_order, out, stack)
 
-    f = np.asanyarray(f)
-    if type(f) is not np.ndarray:
+    f = like = np.asanyarray(f)
+    if type(f) is np.memmap:
+        # numpy.gradient returns memmap-class results for a memmap (empty_like keeps the class):
+        # allocate them from the memmap, but read the data through a plain view.
+        f = f.view(np.ndarray)
+    elif type(f) is not np.ndarray:
         return _run_numpy_gradient(f, varargs, axis, edge_order, out, stack)
     if f.size < NUMPY_GRADIENT_BELOW and out is None and not stack and name != "cupy":
-        return np.gradient(f, *varargs, axis=axis, edge_order=edge_order)  # lists: as above
+        return np.gradient(like, *varargs, axis=axis, edge_order=edge_order)  # as above
     try:
         plan = make_plan(f, varargs, axis, edge_order)
     except Delegate:
-        return _run_numpy_gradient(f, varargs, axis, edge_order, out, stack)
+        return _run_numpy_gradient(like, varargs, axis, edge_order, out, stack)
 
     if name == "cupy" or (name == "auto" and _offload_wanted(f)):
         _backend.require_gpu()
-        result, outs = _prepare_outputs(plan, f, out, stack, np)
+        result, outs = _prepare_outputs(plan, like, out, stack, np)
         _extension("_offload").offload_gradient(plan, f, outs)
         return result
 
-    result, outs = _prepare_outputs(plan, f, out, stack, np)
+    result, outs = _prepare_outputs(plan, like, out, stack, np)
     if out is not None and any(np.may_share_memory(o, f) for o in outs):
         # The user's out= overlaps f: compute into fresh arrays, then copy (cupyx does the same).
         fresh = [np.empty_like(o) for o in outs]
