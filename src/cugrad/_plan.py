@@ -115,12 +115,19 @@ def data_and_out_dtypes(dtype: np.dtype, on_device: bool) -> tuple[np.dtype, np.
         return f64, f64
     if on_device:
         if dtype.kind == "b":
-            raise TypeError(
-                "numpy boolean subtract, the `-` operator, is not supported: "
-                "convert the boolean array with .astype(float) first"
-            )
+            # numpy differences bool data as it is and fails at the first subtraction; make_plan
+            # raises at that point (see _BOOL_SUBTRACT).
+            f64 = np.dtype(np.float64)
+            return f64, f64
         raise TypeError(f"cugrad cannot differentiate arrays of dtype {dtype} on a GPU")
     raise Delegate
+
+
+_BOOL_SUBTRACT = (
+    "numpy boolean subtract, the `-` operator, is not supported, use the bitwise_xor, the `^` "
+    "operator, or the logical_xor function instead (convert the boolean array with .astype(float) "
+    "to differentiate it)"
+)
 
 
 def make_plan(f: Any, varargs: tuple[Any, ...], axis: Any, edge_order: Any) -> GradientPlan:
@@ -175,6 +182,12 @@ def make_plan(f: Any, varargs: tuple[Any, ...], axis: Any, edge_order: Any) -> G
                                                       first_order_edges))
         else:
             axis_plans.append(_axis_plan(ax, length, ax_dx, data_dtype, out_dtype, first_order_edges))
+        if f.dtype.kind == "b" and any(
+            s.kind == "diff" for s in (axis_plans[-1].interior, axis_plans[-1].left, axis_plans[-1].right)
+        ):
+            # Device bool data (host bool data is numpy.gradient's own): numpy's products with
+            # coefficient arrays accept bool, its differences (f[p] - f[q]) do not.
+            raise TypeError(_BOOL_SUBTRACT)
 
     return GradientPlan(
         shape=shape,
@@ -243,7 +256,7 @@ def _parse_device_distances(distances: Any, length: int) -> Any:
 def _compute_dtype(data_dtype: np.dtype, out_dtype: np.dtype, *coefs: Any) -> np.dtype:
     """NEP 50: Python scalars are weak, numpy scalars and arrays are strong."""
     if all(type(c) is float for c in coefs):
-        return data_dtype  # a weak float never changes a float or complex data dtype
+        return _native(data_dtype)  # a weak float never changes a float or complex data dtype
     # Arrays (host or device, 0-d too) promote by their dtype; scalars go in as they are.
     args = [c.dtype if isinstance(c, np.ndarray) or _backend.is_device_array(c) else c for c in coefs]
     try:
@@ -254,7 +267,13 @@ def _compute_dtype(data_dtype: np.dtype, out_dtype: np.dtype, *coefs: Any) -> np
     # a timedelta or object spacing) is left to numpy.gradient itself.
     if dtype.kind not in "fc" or (dtype.kind == "c") != (out_dtype.kind == "c"):
         raise Delegate
-    return dtype
+    return _native(dtype)
+
+
+def _native(dtype: np.dtype) -> np.dtype:
+    # Byte-swapped data computes in the native dtype (ufunc loops and kernels exist only for it);
+    # the output keeps numpy's byte order, and the store converts, as numpy's assignment does.
+    return dtype if dtype.isnative else dtype.newbyteorder("=")
 
 
 def _is_plain_scalar(value: Any) -> bool:
