@@ -157,7 +157,7 @@ def gradient(
     except Delegate:
         return _run_numpy_gradient(like, varargs, axis, edge_order, out, stack)
 
-    if name == "cupy" or (name == "auto" and _offload_wanted(f)):
+    if name == "cupy" or (name == "auto" and _offload_wanted(plan, f)):
         _backend.require_gpu()
         result, outs = _prepare_outputs(plan, like, out, stack, np)
         _extension("_offload").offload_gradient(plan, f, outs)
@@ -179,9 +179,13 @@ def _extension(module: str) -> Any:
     return importlib.import_module(f"cugrad.{module}")
 
 
-def _offload_wanted(f: np.ndarray) -> bool:
-    """backend="auto" sends host arrays above the offload threshold to a usable GPU."""
-    return f.nbytes >= _backend.offload_threshold_bytes() and _backend.gpu_status()[0]
+def _offload_wanted(plan: GradientPlan, f: np.ndarray) -> bool:
+    """backend="auto" sends host arrays above the offload threshold to a usable GPU that can take them."""
+    return (
+        f.nbytes >= _backend.offload_threshold_bytes()
+        and _backend.gpu_status()[0]
+        and _extension("_offload").supports(plan, f)
+    )
 
 
 def _run_on_device(f, varargs, axis, edge_order, out, stack):
