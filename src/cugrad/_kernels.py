@@ -1,0 +1,352 @@
+"""The CUDA sources in ``cugrad.kernels`` and the memoised CuPy objects compiled from them.
+
+Kernel sources are files (``kernels/*.cu``, ``kernels/*.cuh``), read once and concatenated into one
+code string per module: CuPy's disk cache hashes the code string, not the files an ``#include``
+would pull in, so concatenation keeps the cache honest when a header changes. Every compiled object
+is cached per device behind one lock, so that concurrent first calls from several threads compile
+each kernel once and never race.
+
+Names spell every specialisation, as cupyx does (``..._f32_c64_eo2_v4_i64``): profiles and
+``cugrad compile`` listings read like sentences.
+
+Nothing here imports CuPy at module level; the pure-Python parts (sources, names, variant lists)
+are what the NVRTC and emulation tests use on machines without a GPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import itertools
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+KERNEL_PACKAGE = "cugrad.kernels"
+STENCILS_FILE = "gradient_stencils.cuh"
+GENERAL_FILE = "gradient_general.cuh"
+FAST_FILE = "gradient_fast.cu"
+KERNEL_FILES = (STENCILS_FILE, GENERAL_FILE, FAST_FILE)
+
+# --fmad=false: no contraction into fused multiply-adds (numpy rounds after every operation). The
+# kernels also use explicit .rn PTX for every float operation, which survives CuPy's -ftz=true.
+COMPILE_OPTIONS: tuple[str, ...] = ("--std=c++17", "--fmad=false")
+
+# Mirrors of the constants in gradient_fast.cu (checked against the source by the tests).
+FAST_ROWS = 2
+FAST_MAX_PLANE_AXES = 2
+FAST_BLOCK = 256
+NSCALARS = 13
+
+# numpy dtype -> C type of the stored element
+C_TYPES: dict[np.dtype, str] = {
+    np.dtype(np.float32): "float",
+    np.dtype(np.float64): "double",
+    np.dtype(np.int8): "signed char",
+    np.dtype(np.int16): "short",
+    np.dtype(np.int32): "int",
+    np.dtype(np.int64): "long long",
+    np.dtype(np.uint8): "unsigned char",
+    np.dtype(np.uint16): "unsigned short",
+    np.dtype(np.uint32): "unsigned int",
+    np.dtype(np.uint64): "unsigned long long",
+}
+
+# numpy dtype -> kind of gradient_stencils.cuh (how values of that dtype are computed)
+KINDS: dict[np.dtype, str] = {
+    np.dtype(np.float16): "cg_half",
+    np.dtype(np.float32): "float",
+    np.dtype(np.float64): "double",
+    np.dtype(np.complex64): "cg_complex<float>",
+    np.dtype(np.complex128): "cg_complex<double>",
+}
+
+FAST_INPUT_DTYPES: tuple[np.dtype, ...] = tuple(C_TYPES)
+INDEX_TYPES = {"i32": "int", "i64": "long long"}
+
+
+def short_name(dtype: Any) -> str:
+    """``f32``, ``c128``, ``i16``, ``u8``...: a dtype in a kernel name."""
+    dtype = np.dtype(dtype)
+    return f"{dtype.kind}{dtype.itemsize * 8}"
+
+
+@functools.cache
+def kernel_source(name: str) -> str:
+    """The text of one file of ``kernels/`` (shipped as the package ``cugrad.kernels``)."""
+    if name not in KERNEL_FILES:
+        raise ValueError(f"unknown kernel file {name!r}; cugrad ships {', '.join(KERNEL_FILES)}")
+    return importlib.resources.files(KERNEL_PACKAGE).joinpath(name).read_text(encoding="utf-8")
+
+
+@functools.cache
+def numpy_cmul_is_fused() -> bool:
+    """Whether this numpy computes complex products with fused multiply-adds.
+
+    numpy's SIMD complex multiply (``npyv_muladdsub``) is fused on FMA hardware and rounds twice
+    elsewhere; with a real coefficient the two agree except where a product underflows. The
+    kernels follow whichever this process's numpy does. The operands make the difference visible:
+    ``x * x - 1`` with ``x = 1 + 2**-30`` keeps its ``2**-60`` term only when fused.
+    """
+    x = 1.0 + 2.0**-30
+    a = np.full(64, complex(x, 1.0))
+    product = a * a
+    return bool(product[0].real != 2.0**-29)
+
+
+def defines() -> str:
+    """The ``#define`` lines that configure the sources for this process."""
+    return f"#define CUGRAD_CMUL_FMA {int(numpy_cmul_is_fused())}\n"
+
+
+def fast_module_code() -> str:
+    """The code string of the RawModule of the fast path."""
+    return "\n".join((defines(), kernel_source(STENCILS_FILE), kernel_source(FAST_FILE)))
+
+
+def general_preamble() -> str:
+    """The ElementwiseKernel preamble of the general path."""
+    return "\n".join((defines(), kernel_source(STENCILS_FILE), kernel_source(GENERAL_FILE)))
+
+
+# ------------------------------------------------------------------------------------------------
+# Variants
+# ------------------------------------------------------------------------------------------------
+
+
+def fast_vector_widths(in_dtype: Any) -> tuple[int, ...]:
+    """Elements per access of the fast path: 16 bytes for float and double data, else one.
+
+    Integer input is converted to float64 in the kernel; its loads are narrower than its stores,
+    and it is not worth twice the instantiations.
+    """
+    dtype = np.dtype(in_dtype)
+    if dtype.kind == "f":
+        return (1, 16 // dtype.itemsize)
+    return (1,)
+
+
+def fast_compute_dtypes(in_dtype: Any) -> tuple[np.dtype, ...]:
+    """Compute dtypes the fast path has for an input dtype (at least the data dtype)."""
+    if np.dtype(in_dtype) == np.float32:
+        return (np.dtype(np.float32), np.dtype(np.float64))
+    return (np.dtype(np.float64),)
+
+
+@dataclass(frozen=True)
+class FastVariant:
+    """One instantiation of ``cugrad_gradient_fast`` (the edge order is a launch parameter)."""
+
+    in_dtype: np.dtype
+    compute_dtype: np.dtype
+    vec: int
+    index: str  # "i32" or "i64"
+
+    @property
+    def name(self) -> str:
+        return (
+            f"cugrad_gradient_fast_{short_name(self.in_dtype)}_calc{short_name(self.compute_dtype)}"
+            f"_v{self.vec}_{self.index}"
+        )
+
+    @property
+    def expression(self) -> str:
+        """The C++ name expression given to NVRTC (``name_expressions``)."""
+        return (
+            f"cugrad_gradient_fast<{C_TYPES[self.in_dtype]}, {KINDS[self.compute_dtype]}, "
+            f"{self.vec}, {INDEX_TYPES[self.index]}>"
+        )
+
+
+def all_fast_variants() -> list[FastVariant]:
+    """Every instantiation the backend may launch."""
+    variants = []
+    for in_dtype in FAST_INPUT_DTYPES:
+        for compute, vec, index in itertools.product(
+            fast_compute_dtypes(in_dtype), fast_vector_widths(in_dtype), ("i32", "i64")
+        ):
+            variants.append(FastVariant(in_dtype, compute, vec, index))
+    return variants
+
+
+@dataclass(frozen=True)
+class GeneralVariant:
+    """One ElementwiseKernel of the general path: the dtypes of every operand, the edge order."""
+
+    in_dtype: np.dtype  # what f holds (float16 travels as uint16 bits)
+    data_dtype: np.dtype
+    interior_dtype: np.dtype
+    left_dtype: np.dtype
+    right_dtype: np.dtype
+    out_dtype: np.dtype
+    edge_order: int
+
+    @property
+    def name(self) -> str:
+        regions = "_".join(
+            short_name(d) for d in (self.interior_dtype, self.left_dtype, self.right_dtype)
+        )
+        return (
+            f"cugrad_gradient_general_{short_name(self.in_dtype)}_{regions}"
+            f"_o{short_name(self.out_dtype)}_eo{self.edge_order}"
+        )
+
+    @property
+    def kinds(self) -> tuple[str, str, str, str, str]:
+        data = KINDS[self.data_dtype]
+        return (
+            data,
+            KINDS[self.interior_dtype],
+            KINDS[self.left_dtype],
+            KINDS[self.right_dtype],
+            KINDS[self.out_dtype],
+        )
+
+    def param_types(self) -> dict[str, str]:
+        """CuPy type names of the kernel's array operands (float16 as uint16 bits)."""
+
+        def cupy_name(dtype: np.dtype) -> str:
+            return "uint16" if dtype == np.float16 else dtype.name
+
+        return {
+            "f": cupy_name(self.in_dtype),
+            "interior": cupy_name(self.interior_dtype),
+            "left": cupy_name(self.left_dtype),
+            "right": cupy_name(self.right_dtype),
+            "out": cupy_name(self.out_dtype),
+        }
+
+    def in_params(self) -> str:
+        # n and i are reserved names in an ElementwiseKernel (i is the element index).
+        t = self.param_types()
+        return (
+            f"raw {t['f']} f, raw {t['interior']} ia, raw {t['interior']} ib, "
+            f"raw {t['interior']} ic, raw {t['interior']} si, raw {t['left']} sl, "
+            f"raw {t['right']} sr, raw bool flag, int64 axis_len, int64 inner, int64 orows, "
+            "int64 lo, "
+            "int64 frows, int64 fstart, int32 mode"
+        )
+
+    def out_params(self) -> str:
+        return f"{self.param_types()['out']} out"
+
+    def operation(self) -> str:
+        kd, ki, kl, kr, ko = self.kinds
+        return (
+            f"cg_general_point<{kd}, {ki}, {kl}, {kr}, {ko}, {self.edge_order}>(out, f, ia, ib, "
+            "ic, si, sl, sr, flag, i, axis_len, inner, orows, lo, frows, fstart, mode);"
+        )
+
+
+def representative_general_variants() -> list[GeneralVariant]:
+    """General-path kernels that cover every kind and promotion numpy makes.
+
+    One per (data dtype, edge order) with every region in the data dtype, plus the mixed
+    precisions (float16 or float32 data with float32 or float64 coefficients, complex64 data with
+    complex128 coefficients), integer input, and regions promoted differently.
+    """
+    f16, f32, f64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
+    c64, c128 = np.dtype(np.complex64), np.dtype(np.complex128)
+    combos = [
+        (f16, f16, f16), (f16, f32, f16), (f16, f64, f16),
+        (f32, f32, f32), (f32, f64, f32),
+        (f64, f64, f64),
+        (c64, c64, c64), (c64, c128, c64),
+        (c128, c128, c128),
+    ]
+    variants = []
+    for data, compute, out in combos:
+        for eo in (1, 2):
+            variants.append(GeneralVariant(data, data, compute, compute, compute, out, eo))
+    # integer input: data float64
+    for eo in (1, 2):
+        variants.append(GeneralVariant(np.dtype(np.int64), f64, f64, f64, f64, f64, eo))
+    # bool input on a device reaches a kernel only with coordinates on every axis and
+    # second-order edges (numpy's products accept bool; its differences do not)
+    variants.append(GeneralVariant(np.dtype(np.bool_), f64, f64, f64, f64, f64, 2))
+    # numpy may promote the interior and the edges differently (np.int8 spacing on float32 data)
+    variants.append(GeneralVariant(f32, f32, f64, f32, f32, f32, 1))
+    return variants
+
+
+# ------------------------------------------------------------------------------------------------
+# Compiled objects, cached per device
+# ------------------------------------------------------------------------------------------------
+
+_cache: dict[tuple[Any, ...], Any] = {}
+_cache_lock = threading.Lock()
+
+
+def _memoized(key: tuple[Any, ...], build: Any) -> Any:
+    """``build()`` once per key, even when several threads ask at the same time."""
+    try:
+        return _cache[key]
+    except KeyError:
+        pass
+    with _cache_lock:
+        if key not in _cache:
+            _cache[key] = build()
+        return _cache[key]
+
+
+def _device_id() -> int:
+    import cupy
+
+    return cupy.cuda.Device().id
+
+
+def fast_kernel(variant: FastVariant) -> Any:
+    """The compiled ``cugrad_gradient_fast`` instantiation for the current device."""
+
+    def build() -> Any:
+        import cupy
+
+        module = cupy.RawModule(
+            code=fast_module_code(), options=COMPILE_OPTIONS, name_expressions=[variant.expression]
+        )
+        return module.get_function(variant.expression)  # compiles now, under the lock
+
+    return _memoized(("fast", _device_id(), variant), build)
+
+
+def general_kernel(variant: GeneralVariant) -> Any:
+    """The ElementwiseKernel of the general path for the current device."""
+
+    def build() -> Any:
+        import cupy
+
+        return cupy.ElementwiseKernel(
+            variant.in_params(),
+            variant.out_params(),
+            variant.operation(),
+            name=variant.name,
+            preamble=general_preamble(),
+            options=COMPILE_OPTIONS,
+            no_return=True,
+        )
+
+    return _memoized(("general", _device_id(), variant), build)
+
+
+_first_calls: set[tuple[Any, ...]] = set()
+
+
+def call_general(variant: GeneralVariant, args: tuple[Any, ...], out: Any) -> None:
+    """Launch a general-path kernel; its first launch per device and ndim compiles under the lock.
+
+    An ElementwiseKernel compiles lazily, once per operand layout (the ndim of its raw arrays), so
+    the first call for a layout is made while holding the cache lock.
+    """
+    kernel = general_kernel(variant)
+    # What CuPy specialises an ElementwiseKernel on: each array's ndim and contiguity.
+    layout = tuple((a.ndim, bool(a.flags.c_contiguous), a.size < 2**31)
+                   for a in (*args, out) if hasattr(a, "flags"))
+    key = ("general-call", _device_id(), variant, layout)
+    if key in _first_calls:
+        kernel(*args, out)
+        return
+    with _cache_lock:
+        kernel(*args, out)
+        _first_calls.add(key)
