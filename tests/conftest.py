@@ -175,6 +175,18 @@ def stable_rng(*key: Any) -> np.random.Generator:
     return np.random.default_rng(zlib.crc32(repr(key).encode()))
 
 
+def random_field(shape: Any, dtype: Any = np.float64, *key: Any) -> np.ndarray:
+    """Reproducible test data of any dtype: full-range integers, scaled normals, complex normals."""
+    rng = stable_rng(shape, np.dtype(dtype).str, *key)
+    if np.dtype(dtype).kind in "iu":
+        info = np.iinfo(dtype)
+        return rng.integers(info.min, info.max, size=shape, dtype=dtype, endpoint=True)
+    values = rng.standard_normal(shape) * 10
+    if np.dtype(dtype).kind == "c":
+        values = values + 1j * rng.standard_normal(shape)
+    return values.astype(dtype)
+
+
 # ---------------------------------------------------------------------------
 # Backend paths: the same parity tests run on every one of these
 # ---------------------------------------------------------------------------

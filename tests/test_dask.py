@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import assert_same, numpy_outcome, public_exception_type, stable_rng
+from conftest import assert_same, numpy_outcome, public_exception_type, random_field, stable_rng
 
 import cugrad
 
@@ -25,15 +25,7 @@ def compute(result, scheduler="synchronous"):
     return result.compute(scheduler=scheduler)
 
 
-def data(shape, dtype=np.float64, *key):
-    rng = stable_rng(shape, np.dtype(dtype).str, *key)
-    if np.dtype(dtype).kind in "iu":
-        info = np.iinfo(dtype)
-        return rng.integers(info.min, info.max, size=shape, dtype=dtype, endpoint=True)
-    values = rng.standard_normal(shape) * 10
-    if np.dtype(dtype).kind == "c":
-        values = values + 1j * rng.standard_normal(shape)
-    return values.astype(dtype)
+data = random_field
 
 
 def random_chunks(shape, seed):

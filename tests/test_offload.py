@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import assert_same, stable_rng
+from conftest import assert_same, random_field, stable_rng
 
 import cugrad
 from cugrad import _backend, _offload
@@ -42,15 +42,7 @@ def offload_on_cpu(f, *varargs, axis=None, edge_order=1, slab_rows=None, budget=
     return tuple(outs)
 
 
-def data(shape, dtype=np.float64, *key):
-    rng = stable_rng(shape, np.dtype(dtype).str, *key)
-    if np.dtype(dtype).kind in "iu":
-        info = np.iinfo(dtype)
-        return rng.integers(info.min, info.max, size=shape, dtype=dtype, endpoint=True)
-    values = rng.standard_normal(shape) * 10
-    if np.dtype(dtype).kind == "c":
-        values = values + 1j * rng.standard_normal(shape)
-    return values.astype(dtype)
+data = random_field
 
 
 # --------------------------------------------------------------------------------------------------
