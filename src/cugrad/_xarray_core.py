@@ -1,0 +1,250 @@
+"""The work behind the ``cugrad`` xarray accessor (see :mod:`cugrad.xarray`).
+
+``differentiate`` follows xarray's ``Dataset.differentiate`` step by step (coordinate lookup and
+checks, datetime conversion, which variables are differentiated, how the result is assembled) and
+calls :func:`cugrad.gradient` where xarray calls ``numpy.gradient``/``dask.array.gradient``/
+``cupy.gradient``. The datetime conversion is xarray's own (``Variable._to_numeric``, the helper its
+``differentiate`` calls), so datetime64 and cftime coordinates give xarray's numbers by construction.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Hashable, Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+# differentiate's own helper (private, present in every xarray this package supports): the test for
+# "datetime-like" must be exactly the one xarray applies, cftime objects included.
+from xarray.core.common import _contains_datetime_like_objects
+
+import cugrad
+
+# xarray names the DataArray's variable so inside the temporary Dataset its differentiate builds.
+_THIS_ARRAY = "<this-array>"
+
+
+def _gradient_options(accuracy: Any, boundary: Any, period: Any) -> dict[str, Any]:
+    """The keyword arguments for :func:`cugrad.gradient`: only those that differ from its defaults.
+
+    Passing defaults explicitly would fail with a ``cugrad.gradient`` that predates them, so a
+    default call works with every version; a non-default one that the installed version cannot
+    take raises a ``TypeError`` that says so, before any work is done.
+    """
+    options: dict[str, Any] = {}
+    if not (isinstance(accuracy, int | np.integer) and accuracy == 2):
+        options["accuracy"] = accuracy
+    if not (isinstance(boundary, str) and boundary == "edge"):
+        options["boundary"] = boundary
+    if period is not None:
+        options["period"] = period
+    if options:
+        accepted = inspect.signature(cugrad.gradient).parameters
+        missing = [name for name in options if name not in accepted]
+        if missing:
+            raise TypeError(
+                f"this version of cugrad.gradient does not take {', '.join(missing)}= yet; "
+                "leave accuracy=2, boundary='edge' and period=None (xarray's differentiate), "
+                "or upgrade cugrad"
+            )
+    return options
+
+
+def _lookup(obj: xr.Dataset | xr.DataArray, coord: Hashable) -> xr.Variable:
+    """The variable ``obj.differentiate(coord)`` differentiates against, checked as xarray checks it."""
+    if isinstance(obj, xr.DataArray):
+        names = set(obj.coords) | {_THIS_ARRAY}
+        found = coord in obj.coords or coord in obj.dims or coord == _THIS_ARRAY
+        get = (lambda: obj.variable) if coord == _THIS_ARRAY else (lambda: obj[coord].variable)
+    else:
+        names = set(obj.variables)
+        found = coord in obj.variables or coord in obj.dims
+        get = lambda: obj[coord].variable  # noqa: E731
+    if not found:
+        known = sorted((str(n) for n in names.union(obj.dims) if n != _THIS_ARRAY))
+        raise ValueError(
+            f"Coordinate {coord!r} not found in variables or dimensions {tuple(known)}: "
+            "pass the name of a 1-D coordinate or of a dimension (a dimension without a "
+            "coordinate means unit spacing)"
+        )
+    variable = get()
+    if variable.ndim != 1:
+        raise ValueError(
+            f"Coordinate {coord} must be 1 dimensional but is {variable.ndim} dimensional: "
+            "differentiate along a dimension, or along a 1-D coordinate on one dimension "
+            "(curvilinear coordinates are not supported, as in xarray)"
+        )
+    return variable
+
+
+def _resolve(
+    obj: xr.Dataset | xr.DataArray, coord: Hashable, datetime_unit: Any
+) -> tuple[Hashable, Any, Any]:
+    """(dimension, coordinate values to pass as spacing, datetime unit for datetime data).
+
+    The unit is xarray's: the one asked for, else the coordinate's own for datetime64/timedelta64,
+    seconds for cftime, and ``None`` (as given) for numeric coordinates.
+    """
+    variable = _lookup(obj, coord)
+    dim = variable.dims[0]
+    if _contains_datetime_like_objects(variable):
+        if variable.dtype.kind in "mM" and datetime_unit is None:
+            datetime_unit = np.datetime_data(variable.dtype)[0]
+        elif datetime_unit is None:
+            datetime_unit = "s"
+        variable = variable._to_numeric(datetime_unit=datetime_unit)
+    values = variable.data
+    if hasattr(values, "dask") and hasattr(values, "compute"):
+        # The coordinates decide the stencil weights (and numpy's evenly-spaced shortcut), so the
+        # work is planned with their values; a 1-D coordinate is small.
+        values = values.compute()
+    return dim, values, datetime_unit
+
+
+def _numeric_data(variable: xr.Variable, datetime_unit: Any) -> Any:
+    if _contains_datetime_like_objects(variable):
+        variable = variable._to_numeric(datetime_unit=datetime_unit)
+    return variable.data
+
+
+def _data_variables(obj: xr.Dataset | xr.DataArray) -> dict[Hashable, xr.Variable]:
+    if isinstance(obj, xr.DataArray):
+        return {_THIS_ARRAY: obj.variable}
+    return {k: v for k, v in obj.variables.items() if k in obj.data_vars and k not in obj.coords}
+
+
+def _assemble(obj: Any, new: Mapping[Hashable, xr.Variable], coords: Mapping[Hashable, Any]):
+    """``obj`` with the variables in ``new`` replaced (no attrs, as xarray's differentiate gives)."""
+    if isinstance(obj, xr.DataArray):
+        (variable,) = new.values()
+        result = xr.DataArray(variable, coords=obj.coords, name=obj.name)
+    else:
+        result = obj.copy(deep=False)
+        result.update(new)
+    return result.assign_coords(coords) if coords else result
+
+
+def differentiate(
+    obj: Any,
+    coord: Hashable,
+    edge_order: Any,
+    datetime_unit: Any,
+    accuracy: Any,
+    boundary: Any,
+    period: Any,
+) -> Any:
+    """``obj.differentiate(coord, edge_order, datetime_unit)``, computed by cugrad."""
+    options = _gradient_options(accuracy, boundary, period)
+    dim, spacing, datetime_unit = _resolve(obj, coord, datetime_unit)
+    new = {}
+    for name, variable in _data_variables(obj).items():
+        if dim in variable.dims:
+            grad = cugrad.gradient(
+                _numeric_data(variable, datetime_unit),
+                spacing,
+                axis=variable.get_axis_num(dim),
+                edge_order=edge_order,
+                **options,
+            )
+            new[name] = xr.Variable(variable.dims, grad)
+    return _assemble(obj, new, {}) if new else obj.copy(deep=False)
+
+
+def _per_name(value: Any, names: list[Hashable], default: Any, what: str) -> dict[Hashable, Any]:
+    if not isinstance(value, Mapping):
+        return dict.fromkeys(names, value)
+    unknown = [k for k in value if k not in names]
+    if unknown:
+        raise ValueError(
+            f"{what} names {unknown!r}, which are not among the differentiated dims {names!r}"
+        )
+    return {n: value.get(n, default) for n in names}
+
+
+def gradient(
+    obj: Any,
+    dims: Any,
+    edge_order: Any,
+    datetime_unit: Any,
+    accuracy: Any,
+    boundary: Any,
+    period: Any,
+    new_dim: Hashable,
+) -> Any:
+    """Every partial derivative along ``dims``, stacked along a new leading dimension ``new_dim``."""
+    if dims is None:
+        names: list[Hashable] = list(obj.dims) if isinstance(obj, xr.DataArray) else list(obj.sizes)
+    elif isinstance(dims, str) or not isinstance(dims, Iterable):
+        names = [dims]
+    else:
+        names = list(dims)
+    if len(set(names)) != len(names):
+        raise ValueError(f"dims {names!r} names a coordinate twice; give each once")
+    if new_dim in obj.dims or new_dim in obj.coords or (
+        isinstance(obj, xr.Dataset) and new_dim in obj.variables
+    ):
+        raise ValueError(
+            f"new_dim={new_dim!r} is already a dimension or variable of the input: "
+            "pass another name, e.g. new_dim='grad'"
+        )
+    boundaries = _per_name(boundary, names, "edge", "boundary")
+    periods = _per_name(period, names, None, "period")
+    resolved = {n: _resolve(obj, n, datetime_unit) for n in names}
+    options = {n: _gradient_options(accuracy, boundaries[n], periods[n]) for n in names}
+    by_dim: dict[Hashable, Hashable] = {}
+    for n in names:
+        other = by_dim.setdefault(resolved[n][0], n)
+        if other != n:
+            raise ValueError(
+                f"{other!r} and {n!r} are both along dimension {resolved[n][0]!r}; a gradient "
+                "takes one coordinate per dimension (call differentiate for each)"
+            )
+
+    new = {}
+    for vname, variable in _data_variables(obj).items():
+        present = [n for n in names if resolved[n][0] in variable.dims]
+        if not names and isinstance(obj, xr.DataArray):
+            data = _numeric_data(variable, datetime_unit)
+            empty = cugrad.gradient(data, axis=(), edge_order=edge_order, stack=True)
+            new[vname] = xr.Variable((new_dim, *variable.dims), empty)
+        if not present:
+            continue
+        datetime_like = _contains_datetime_like_objects(variable)
+        # One cugrad call per group of axes that share options (and, for datetime data, the unit
+        # its conversion uses): a single call computes all of them in one pass on the GPU.
+        groups: dict[Any, list[Hashable]] = {}
+        for n in present:
+            unit = resolved[n][2] if datetime_like else None
+            key = (unit, tuple(sorted(options[n].items(), key=lambda kv: kv[0])))
+            groups.setdefault(_hashable(key), []).append(n)
+        partials: dict[Hashable, Any] = {}
+        stacked = None
+        for members in groups.values():
+            data = _numeric_data(variable, resolved[members[0]][2])
+            args = [resolved[n][1] for n in members]
+            axes = tuple(variable.get_axis_num(resolved[n][0]) for n in members)
+            kwargs = dict(axis=axes, edge_order=edge_order, **options[members[0]])
+            if len(groups) == 1 and members == names:
+                stacked = cugrad.gradient(data, *args, stack=True, **kwargs)
+            else:
+                result = cugrad.gradient(data, *args, **kwargs)
+                partials.update(zip(members, result if len(members) > 1 else [result]))
+        if stacked is None:
+            zero = np.zeros_like(next(iter(partials.values())))
+            # A variable without one of the dimensions is constant along it: its partial is 0.
+            stacked = np.stack([partials.get(n, zero) for n in names])
+        new[vname] = xr.Variable((new_dim, *variable.dims), stacked)
+    coords = {new_dim: list(names)}
+    if isinstance(obj, xr.DataArray):
+        return _assemble(obj, new, coords)
+    return _assemble(obj, new, coords) if new else obj.copy(deep=False).assign_coords(coords)
+
+
+def _hashable(value: Any) -> Any:
+    try:
+        hash(value)
+    except TypeError:
+        return repr(value)
+    return value
