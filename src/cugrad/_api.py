@@ -191,19 +191,155 @@ def _offload_wanted(plan: GradientPlan, f: np.ndarray) -> bool:
 def _run_on_device(f, varargs, axis, edge_order, out, stack):
     import cupy
 
+    with f.device:
+        try:
+            plan = make_plan(f, varargs, axis, edge_order)
+        except Delegate:
+            # The host path hands these inputs to numpy.gradient; a device array has no numpy to
+            # go to, so compute numpy's result here, or raise a TypeError that says what to do.
+            return _run_delegated_on_device(f, varargs, axis, edge_order, out, stack, cupy)
+        result, outs = _prepare_outputs(plan, f, out, stack, cupy)
+        _execute_on_device(plan, f, outs, out is not None, cupy)
+        return result
+
+
+def _execute_on_device(plan: GradientPlan, f: Any, outs: list[Any], given: bool, cupy: Any) -> None:
     from cugrad import _cupy_backend
 
-    with f.device:
-        plan = make_plan(f, varargs, axis, edge_order)
-        result, outs = _prepare_outputs(plan, f, out, stack, cupy)
-        if out is not None and any(cupy.may_share_memory(o, f) for o in outs):
-            fresh = [cupy.empty_like(o) for o in outs]
-            _cupy_backend.execute(plan, f, fresh)
-            for o, r in zip(outs, fresh, strict=True):
-                o[...] = r
-            return result
-        _cupy_backend.execute(plan, f, outs)
-        return result
+    if given and any(cupy.may_share_memory(o, f) for o in outs):
+        fresh = [cupy.empty_like(o) for o in outs]
+        _cupy_backend.execute(plan, f, fresh)
+        for o, r in zip(outs, fresh, strict=True):
+            o[...] = r
+        return
+    _cupy_backend.execute(plan, f, outs)
+
+
+class _PlanShape:
+    """What make_plan reads of a device array (shape, dtype), without allocating one."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.shape, self.ndim, self.dtype = shape, len(shape), dtype
+
+
+def _run_delegated_on_device(f, varargs, axis, edge_order, out, stack, cupy):
+    """numpy's result for complex spacing on real device data, else a TypeError saying what to do.
+
+    numpy.gradient computes an axis with complex spacing (a Python or numpy complex, a 0-d or 1-D
+    complex array) in complex and assigns it into the real output it allocated: a ComplexWarning,
+    and the real part kept. Casting ``f`` to complex first gives the same bits, because numpy
+    promotes each real operand to complex (imaginary part +0) before its complex division or
+    product, and a difference of two such values has the real difference as its real part. Axes
+    with real spacing keep the real computation (``x / d`` is not ``Re((x + 0j) / d)`` bit for bit).
+    The exceptions: float16 data, which numpy subtracts in float16 before promoting, and bool data,
+    which numpy cannot subtract at all, where an axis with complex spacing uses a difference.
+    Everything else numpy treats through special code (masked or subclassed coordinate arrays,
+    spacing objects that are not numbers, timedelta spacing) has no device equivalent.
+    """
+    import dataclasses
+    import warnings
+
+    from cugrad._plan import data_and_out_dtypes
+
+    data_dtype, out_dtype = data_and_out_dtypes(f.dtype, True)
+    complex_dtype = np.result_type(data_dtype, np.complex64)
+    if f.dtype.kind not in "biuf":
+        raise TypeError(_delegated_on_device_message(varargs))
+    try:  # validates every argument in numpy's order, as the complex computation sees them
+        whole = make_plan(_PlanShape(tuple(f.shape), complex_dtype), varargs, axis, edge_order)
+    except Delegate:
+        raise TypeError(_delegated_on_device_message(varargs)) from None
+
+    real_positions, complex_positions = [], []
+    for i, ax in enumerate(whole.axes):
+        try:
+            make_plan(f, _spacing_of(varargs, [i], len(whole.axes)), (ax,), edge_order)
+        except Delegate:
+            ap = whole.axis_plans[i]
+            stencils = [ap.interior, ap.left, ap.right]
+            if ap.uniform_variant is not None:
+                u = ap.uniform_variant
+                stencils += [u.interior, u.left, u.right]
+            if any(s.kind == "diff" for s in stencils) and (
+                f.dtype.kind == "b" or f.dtype == np.float16
+            ):
+                raise TypeError(_delegated_difference_message(f.dtype, ax)) from None
+            complex_positions.append(i)
+        else:
+            real_positions.append(i)
+
+    result, outs = _prepare_outputs(
+        dataclasses.replace(whole, data_dtype=data_dtype, out_dtype=out_dtype), f, out, stack, cupy
+    )
+    warnings.warn(
+        "Casting complex values to real discards the imaginary part (numpy.gradient computes with "
+        "the complex spacing and stores the real part into the real result)",
+        np.exceptions.ComplexWarning,
+        stacklevel=4,
+    )
+    count = len(whole.axes)
+    if real_positions:
+        real_axes = tuple(whole.axes[i] for i in real_positions)
+        plan = make_plan(f, _spacing_of(varargs, real_positions, count), real_axes, edge_order)
+        _execute_on_device(plan, f, [outs[i] for i in real_positions], out is not None, cupy)
+    if complex_positions:
+        fc = f.astype(complex_dtype)
+        complex_axes = tuple(whole.axes[i] for i in complex_positions)
+        plan = make_plan(fc, _spacing_of(varargs, complex_positions, count), complex_axes,
+                         edge_order)
+        parts = [cupy.empty(plan.shape, plan.out_dtype) for _ in complex_axes]
+        _execute_on_device(plan, fc, parts, False, cupy)
+        for i, part in zip(complex_positions, parts, strict=True):
+            outs[i][...] = part.real
+    return result
+
+
+def _spacing_of(varargs: tuple[Any, ...], positions: list[int], count: int) -> tuple[Any, ...]:
+    """The spacing arguments of the axes at ``positions`` (of ``count``), in numpy's forms."""
+    if not varargs or (len(varargs) == 1 and _ndim_of(varargs[0]) == 0):
+        return tuple(varargs)  # no spacing, or one scalar for every axis
+    assert len(varargs) == count  # make_plan validated the forms
+    return tuple(varargs[i] for i in positions)
+
+
+def _ndim_of(value: Any) -> int:
+    ndim = getattr(value, "ndim", None)
+    return ndim if isinstance(ndim, int) else np.ndim(value)
+
+
+def _delegated_difference_message(dtype: np.dtype, ax: int) -> str:
+    if dtype.kind == "b":
+        from cugrad._plan import _BOOL_SUBTRACT
+
+        return _BOOL_SUBTRACT
+    return (
+        f"complex spacing on float16 data (axis {ax}): numpy.gradient subtracts in float16 and "
+        "then divides by the complex spacing, a mix cugrad's GPU kernels do not compute; convert "
+        "the data with f.astype(cupy.float32), give real spacing (only the real part of the "
+        "result is kept anyway), or compute on the host with numpy.gradient(f.get(), ...)"
+    )
+
+
+def _delegated_on_device_message(varargs: tuple[Any, ...]) -> str:
+    what = "these spacing arguments"
+    for i, v in enumerate(varargs):
+        if isinstance(v, np.ndarray) and type(v) is not np.ndarray:
+            what = f"spacing argument {i}, a {type(v).__module__}.{type(v).__qualname__}"
+            break
+        kind = getattr(getattr(v, "dtype", None), "kind", None)
+        if kind is not None and kind not in "biufc":
+            what = f"spacing argument {i}, of dtype {v.dtype}"
+            break
+        if kind is None and not isinstance(v, (bool, int, float, complex, list, tuple)):
+            what = f"spacing argument {i}, a {type(v).__module__}.{type(v).__qualname__}"
+            break
+    return (
+        f"cugrad cannot compute this call on the GPU: numpy.gradient treats {what} through "
+        "special code (masked or subclassed arrays, objects that are not numbers, timedelta "
+        "arithmetic) that has no GPU equivalent. Give plain numbers or plain 1-D coordinate "
+        "arrays (np.asarray(x), or np.ma.getdata(x) for a masked array), or compute on the host "
+        "with numpy.gradient(f.get(), ...)"
+    )
 
 
 def _run_numpy_gradient(f, varargs, axis, edge_order, out, stack):
