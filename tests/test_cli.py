@@ -13,7 +13,9 @@ import json
 import re
 import subprocess
 import sys
+import time
 import types
+import zipfile
 from importlib.machinery import ModuleSpec
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import numpy as np
 import pytest
 
 import cugrad
-from cugrad import _backend, _cli, _demo
+from cugrad import _backend, _cli, _compute, _demo
 
 # --- helpers ----------------------------------------------------------------------------------
 
@@ -262,7 +264,7 @@ def test_demo_backend_cupy_without_a_gpu_is_one_line(capsys) -> None:
     code, _, err = run_cli(capsys, "demo", "--size", "6", "--backend", "cupy")
     assert code == 1
     assert_one_error_line(err)
-    assert "cugrad[cuda12]" in err
+    assert _backend.gpu_status()[1] in err  # what is missing: CuPy, or a usable device
 
 
 # --- compute: results -------------------------------------------------------------------------
@@ -293,7 +295,14 @@ COMPUTE_CASES = [
     (
         "coords-option",
         "f.npy",
-        ["--coords", "x.npy", "y.npy", "z.npy"],
+        ["--coords", "x.npy,y.npy,z.npy"],
+        dict(varargs=[_coords("x.npy"), _coords("y.npy"), _coords("z.npy")]),
+        ["axis0", "axis1", "axis2"],
+    ),
+    (
+        "coords-option-repeated",
+        "f.npy",
+        ["--coords", "x.npy", "--coords", "y.npy", "--coords", "z.npy"],
         dict(varargs=[_coords("x.npy"), _coords("y.npy"), _coords("z.npy")]),
         ["axis0", "axis1", "axis2"],
     ),
@@ -307,9 +316,23 @@ COMPUTE_CASES = [
     (
         "axes-reordered-negative",
         "f.npy",
-        ["z.npy", "1.5", "--axis", "-1", "0"],
+        ["z.npy", "1.5", "--axis", "-1", "--axis", "0"],
         dict(varargs=[_coords("z.npy"), 1.5], axis=(-1, 0)),
         ["axis2", "axis0"],
+    ),
+    (
+        "axes-comma-list",
+        "f.npy",
+        ["z.npy", "1.5", "--axis=-1,0"],
+        dict(varargs=[_coords("z.npy"), 1.5], axis=(-1, 0)),
+        ["axis2", "axis0"],
+    ),
+    (
+        "spacing-after-axis",
+        "f.npy",
+        ["--axis", "1", "y.npy"],
+        dict(varargs=[_coords("y.npy")], axis=1),
+        ["axis1"],
     ),
     ("single-axis", "f.npy", ["--axis", "1"], dict(axis=1), ["axis1"]),
     (
@@ -323,7 +346,7 @@ COMPUTE_CASES = [
     (
         "stack-some-axes",
         "f.npy",
-        ["--stack", "--axis", "2", "0", "--edge-order", "2"],
+        ["--stack", "--axis", "2,0", "--edge-order", "2"],
         dict(axis=(2, 0), edge_order=2, stack=True),
         ["gradient"],
     ),
@@ -390,10 +413,10 @@ def test_compute_appends_npz_like_numpy_savez(capsys, data) -> None:
     assert f"wrote {data / 'grad.npz'}" in out
 
 
-def test_compute_replaces_an_existing_output(capsys, data) -> None:
+def test_compute_replaces_an_existing_output_with_force(capsys, data) -> None:
     target = data / "result.npz"
     target.write_bytes(b"old")
-    code, _, _ = run_cli(capsys, "compute", data / "f.npy", "-o", target)
+    code, _, _ = run_cli(capsys, "compute", data / "f.npy", "-o", target, "--force")
     assert code == 0
     assert list(load_npz(target)) == ["axis0", "axis1", "axis2"]
 
@@ -436,7 +459,7 @@ def test_compute_in_a_pipe_shows_no_progress_bar(capsys, data) -> None:
 
 def test_compute_on_a_terminal_shows_a_progress_bar(capsys, data, monkeypatch) -> None:
     pytest.importorskip("tqdm")
-    monkeypatch.setattr(_cli, "_stderr_is_terminal", lambda: True)
+    monkeypatch.setattr(_compute, "_stderr_is_terminal", lambda: True)
     code, _, err = run_cli(capsys, "compute", data / "f.npy", "-o", data / "r.npz")
     assert code == 0
     assert "writing axis2" in err or "computing the gradient" in err
@@ -450,6 +473,240 @@ def test_compute_warnings_are_one_line_each(capsys, data) -> None:
     assert code == 0
     assert err.splitlines()
     assert all(line.startswith("cugrad: warning: ") for line in err.splitlines())
+
+
+def test_compute_options_before_the_input_take_one_value_each(capsys, data) -> None:
+    # The issue's trap, spelled the unambiguous way: every word after the options is positional.
+    code, _, err = run_cli(
+        capsys, "compute", "--coords", "x.npy", "--coords", "y.npy,z.npy", "--axis", "0,1,2",
+        "f.npy", "-o", "g.npz",
+    )  # fmt: skip
+    assert code == 0, err
+    coords = [np.load(data / n) for n in ("x.npy", "y.npy", "z.npy")]
+    expected = np.gradient(np.load(data / "f.npy"), *coords)
+    got = load_npz(data / "g.npz")
+    for i, want in enumerate(expected):
+        assert_bits_equal(got[f"axis{i}"], want, f"axis{i}")
+
+
+def test_compute_help_says_which_coordinates_go_with_which_axis(capsys) -> None:
+    code, out, _ = run_cli(capsys, "compute", "--help")
+    assert code == 0
+    text = " ".join(out.split())
+    assert "numpy's axis order" in text
+    assert "shape (nz, ny, nx)" in text and "--coords z.npy,y.npy,x.npy" in text
+    assert "axis0 (d/dz), axis1 (d/dy) and axis2 (d/dx)" in text
+    assert "--force" in text
+
+
+# --- compute: never destroy a file ------------------------------------------------------------
+
+
+def _fail_if_called(*args, **kwargs):
+    raise AssertionError("cugrad.gradient was called: the refusal must come before any work")
+
+
+@pytest.mark.parametrize(
+    "output",
+    ["multi.npz", "./multi.npz", "multi", "sub/../multi.npz", "{tmp}/multi.npz", "hard.npz",
+     "link.npz"],
+    ids=["same-name", "dot-slash", "suffix-added", "dot-dot", "absolute", "hard-link", "symlink"],
+)  # fmt: skip
+@pytest.mark.parametrize("force", [False, True], ids=["plain", "force"])
+def test_compute_never_writes_over_its_input(capsys, data, monkeypatch, output, force) -> None:
+    (data / "sub").mkdir()
+    (data / "hard.npz").hardlink_to(data / "multi.npz")
+    (data / "link.npz").symlink_to(data / "multi.npz")
+    original = (data / "multi.npz").read_bytes()
+    before = sorted(p.name for p in data.iterdir())
+    monkeypatch.setattr(cugrad, "gradient", _fail_if_called)
+    argv = ["compute", "multi.npz", "--key", "temp", "-o", output.format(tmp=data)]
+    code, out, err = run_cli(capsys, *argv, *(["--force"] if force else []))
+    assert code == 1
+    assert out == ""
+    assert_one_error_line(err)
+    assert "never writes over its input" in err and "choose another -o" in err
+    assert (data / "multi.npz").read_bytes() == original
+    assert sorted(p.name for p in data.iterdir()) == before
+
+
+@pytest.mark.parametrize("force", [False, True], ids=["plain", "force"])
+def test_compute_never_writes_over_a_coordinates_file(capsys, data, monkeypatch, force) -> None:
+    np.savez(data / "coords.npz", np.zeros(3))  # a .npz name: the output gets no suffix added
+    (data / "ycoords.npz").hardlink_to(data / "y.npy")
+    original = (data / "y.npy").read_bytes()
+    monkeypatch.setattr(cugrad, "gradient", _fail_if_called)
+    argv = ["compute", "f.npy", "1", "y.npy", "1", "-o", "ycoords.npz"]
+    code, _, err = run_cli(capsys, *argv, *(["--force"] if force else []))
+    assert code == 1
+    assert_one_error_line(err)
+    assert "never writes over its input" in err
+    assert (data / "y.npy").read_bytes() == original
+
+
+def test_compute_refuses_an_existing_output_without_force(capsys, data, monkeypatch) -> None:
+    target = data / "result.npz"
+    target.write_bytes(b"someone's results")
+    monkeypatch.setattr(cugrad, "gradient", _fail_if_called)
+    before = sorted(p.name for p in data.iterdir())
+    code, out, err = run_cli(capsys, "compute", "f.npy", "-o", "result")
+    assert code == 1
+    assert out == ""
+    assert_one_error_line(err)
+    assert "exists: add --force to replace it" in err
+    assert target.read_bytes() == b"someone's results"
+    assert sorted(p.name for p in data.iterdir()) == before
+
+
+def test_compute_keeps_an_output_that_appears_while_it_runs(capsys, data, monkeypatch) -> None:
+    target = data / "result.npz"
+    real = cugrad.gradient
+
+    def racing(*args, **kwargs):
+        target.write_bytes(b"written meanwhile")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cugrad, "gradient", racing)
+    code, _, err = run_cli(capsys, "compute", "f.npy", "-o", target)
+    assert code == 1
+    assert_one_error_line(err)
+    assert "appeared while this command ran" in err
+    assert target.read_bytes() == b"written meanwhile"
+    assert not list(data.glob(".result.npz.*"))
+
+
+# --- compute: progress ------------------------------------------------------------------------
+
+
+class _FakeBar:
+    """Records what the command tells tqdm: phases (description, total) and the bytes counted."""
+
+    bars: list[_FakeBar] = []
+
+    def __init__(self, total=None, **kwargs) -> None:
+        self.total, self.n, self.desc = total, 0, kwargs.get("desc")
+        self.phases: list[list] = []
+        self.descriptions: list[str] = []
+        self.closed = False
+        _FakeBar.bars.append(self)
+
+    def reset(self, total=None) -> None:
+        self.total, self.n = total, 0
+        self.phases.append([None, total, 0])
+
+    def set_description_str(self, text) -> None:
+        self.descriptions.append(text)
+        if self.phases and self.phases[-1][0] is None:
+            self.phases[-1][0] = text
+
+    def update(self, n) -> None:
+        self.n += n
+        if self.phases:
+            self.phases[-1][2] = self.n
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def fake_tqdm(monkeypatch):
+    _FakeBar.bars = []
+    monkeypatch.setitem(sys.modules, "tqdm", types.SimpleNamespace(tqdm=_FakeBar))
+    monkeypatch.setattr(_compute, "_stderr_is_terminal", lambda: True)
+    return _FakeBar
+
+
+@pytest.mark.parametrize(
+    ("source", "argv", "numpy_args", "names"),
+    [case[1:] for case in COMPUTE_CASES],
+    ids=[case[0] for case in COMPUTE_CASES],
+)
+def test_compute_in_slabs_under_a_progress_bar_equals_numpy_gradient(
+    capsys, data, monkeypatch, fake_tqdm, source, argv, numpy_args, names
+) -> None:
+    # With a bar, the gradient is computed one axis at a time in slabs so that the bar moves;
+    # the slabs are tiny here so that every case really is split.
+    monkeypatch.setattr(_compute, "CHUNK_BYTES", 64)
+    out_path = data / "result.npz"
+    code, _, err = run_cli(capsys, "compute", source, *argv, "-o", out_path)
+    assert code == 0, err
+    got = load_npz(out_path)
+    assert list(got) == names
+    expected = _expected(data, source, numpy_args)
+    if numpy_args.get("stack"):
+        assert_bits_equal(got["gradient"], expected, "gradient")
+    else:
+        for name, want in zip(names, expected, strict=True):
+            assert_bits_equal(got[name], want, name)
+
+
+def test_compute_progress_moves_while_computing_and_counts_the_bytes_written(
+    capsys, data, monkeypatch, fake_tqdm
+) -> None:
+    monkeypatch.setattr(_compute, "CHUNK_BYTES", 256)
+    f = np.load(data / "f.npy")
+    seen_during_compute = []
+    real = cugrad.gradient
+
+    def spy(*args, **kwargs):
+        seen_during_compute.append(fake_tqdm.bars[0].n)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cugrad, "gradient", spy)
+    code, _, err = run_cli(capsys, "compute", "f.npy", "-o", "r.npz")
+    assert code == 0, err
+    (bar,) = fake_tqdm.bars
+    assert bar.closed
+    (compute_phase, write_phase) = bar.phases
+    # Computing: the bar moved between the calls, and ends at its total.
+    assert len(set(seen_during_compute)) > 3
+    assert compute_phase[1] == compute_phase[2] == 3 * f.nbytes
+    # Writing: the total is the bytes of the .npy members written, not twice the file.
+    with zipfile.ZipFile(data / "r.npz") as archive:
+        member_bytes = sum(info.file_size for info in archive.infolist())
+    assert write_phase[1] == write_phase[2] == member_bytes
+    assert {"computing axis0", "computing axis2", "writing axis2"} <= set(bar.descriptions)
+
+
+def test_compute_without_a_bar_makes_one_call(capsys, data, monkeypatch) -> None:
+    calls = []
+    real = cugrad.gradient
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cugrad, "gradient", spy)
+    monkeypatch.setattr(_compute, "CHUNK_BYTES", 64)
+    code, _, _ = run_cli(capsys, "compute", "f.npy", "-o", "r.npz")
+    assert code == 0
+    assert len(calls) == 1
+
+
+def test_a_long_run_without_tqdm_hints_at_the_progress_extra(capsys, data, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # import tqdm fails
+    monkeypatch.setattr(_compute, "_stderr_is_terminal", lambda: True)
+    monkeypatch.setattr(_compute, "PROGRESS_HINT_AFTER_S", 0.01)
+    real = cugrad.gradient
+
+    def slow(*args, **kwargs):
+        time.sleep(0.3)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cugrad, "gradient", slow)
+    code, _, err = run_cli(capsys, "compute", "f.npy", "-o", "r.npz")
+    assert code == 0
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cugrad: hint: a progress bar needs tqdm")
+    assert '".[progress]"' in lines[0]
+
+
+def test_a_quick_run_without_tqdm_gives_no_hint(capsys, data, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setattr(_compute, "_stderr_is_terminal", lambda: True)
+    code, _, err = run_cli(capsys, "compute", "f.npy", "-o", "r.npz")
+    assert code == 0
+    assert err == ""
 
 
 # --- compute: errors --------------------------------------------------------------------------
@@ -473,12 +730,14 @@ ERROR_CASES = [
     ("coords-not-1d", ["f.npy", "1", "coords2d.npy", "1"], "1-D"),
     ("coords-wrong-length", ["f.npy", "y.npy", "1", "1"], "axis 0 has 5 points"),
     ("coords-npz", ["f.npy", "1", "one.npz", "1"], "must be a .npy file"),
-    ("coords-missing", ["f.npy", "--coords", "x.npy", "nope.npy", "z.npy"], "not found"),
-    ("coords-is-directory", ["f.npy", "--coords", "x.npy", "2.5", "z.npy"], "directory"),
+    ("coords-missing", ["f.npy", "--coords", "x.npy,nope.npy,z.npy"], "not found"),
+    ("coords-is-directory", ["f.npy", "--coords", "x.npy,2.5,z.npy"], "directory"),
+    # The old trap: --coords took every following word, the input file included.
+    ("coords-then-input", ["--coords", "z.npy", "y.npy", "x.npy", "f.npy"], "comma list"),
     ("spacing-and-coords", ["f.npy", "1", "--coords", "x.npy"], "not both"),
     ("axis-out-of-range", ["f.npy", "--axis", "3"], "out of bounds"),
     ("axis-negative-out-of-range", ["f.npy", "--axis", "-4"], "out of bounds"),
-    ("axis-repeated", ["f.npy", "--axis", "0", "-3"], "repeated"),
+    ("axis-repeated", ["f.npy", "--axis", "0", "--axis", "-3"], "repeated"),
     ("axis-too-short", ["short.npy"], "too small"),
     ("bool-input", ["flags.npy"], "boolean"),
     ("zero-spacing-edge2", ["f.npy", "0", "--edge-order", "2"], "division by zero"),
@@ -505,8 +764,13 @@ def test_compute_errors_are_one_line_and_leave_no_file(capsys, data, argv, messa
         ["f.npy", "--edge-order", "3", "-o", "r.npz"],
         ["f.npy", "--backend", "gpu", "-o", "r.npz"],
         ["f.npy", "--axis", "x", "-o", "r.npz"],
+        ["f.npy", "--axis", "1,y.npy", "-o", "r.npz"],
+        ["f.npy", "--coords", ",", "-o", "r.npz"],
     ],
-    ids=["missing-output", "edge-order-3", "bad-backend", "axis-not-int"],
+    ids=[
+        "missing-output", "edge-order-3", "bad-backend", "axis-not-int", "axis-list-not-int",
+        "coords-empty",
+    ],
 )
 def test_compute_usage_errors_exit_2_with_one_line(capsys, data, argv) -> None:
     before = sorted(p.name for p in data.iterdir())
@@ -552,7 +816,8 @@ def test_compute_backend_cupy_without_a_gpu_is_one_line(capsys, data) -> None:
     )
     assert code == 1
     assert_one_error_line(err)
-    assert "cugrad[cuda12]" in err
+    if importlib.util.find_spec("cupy") is None:
+        assert "[cuda12]" in err  # how to install CuPy
     assert sorted(p.name for p in data.iterdir()) == before
 
 
@@ -572,7 +837,7 @@ def test_a_failed_write_keeps_the_old_output_and_leaves_no_temporary(
         return real_write_array(fp, array, *args, **kwargs)
 
     monkeypatch.setattr(np.lib.format, "write_array", disk_full_on_second_array)
-    code, _, err = run_cli(capsys, "compute", data / "f.npy", "-o", target)
+    code, _, err = run_cli(capsys, "compute", data / "f.npy", "-o", target, "--force")
     assert code == 1
     assert_one_error_line(err)
     assert "No space left on device" in err
@@ -691,6 +956,37 @@ def test_info_with_cupy_installed(capsys, monkeypatch, available) -> None:
     else:
         assert "no GPU is usable" in out
         assert "cudaErrorNoDevice" in out
+
+
+# --- selftest ---------------------------------------------------------------------------------
+
+
+def test_selftest_runs_cugrad_selftest_and_returns_its_status(capsys, monkeypatch, tmp_path):
+    calls = []
+    fake = types.ModuleType("cugrad._selftest")
+    fake.run = lambda json_path: calls.append(json_path) or 3
+    monkeypatch.setitem(sys.modules, "cugrad._selftest", fake)
+    assert run_cli(capsys, "selftest")[0] == 3
+    assert run_cli(capsys, "selftest", "--json", tmp_path / "r.json")[0] == 3
+    assert calls == [None, str(tmp_path / "r.json")]
+
+
+@pytest.mark.parametrize("where", ["missing/r.json", "."], ids=["no-directory", "a-directory"])
+def test_selftest_json_path_is_checked_first(capsys, monkeypatch, tmp_path, where):
+    fake = types.ModuleType("cugrad._selftest")
+    fake.run = _fail_if_called
+    monkeypatch.setitem(sys.modules, "cugrad._selftest", fake)
+    code, _, err = run_cli(capsys, "selftest", "--json", tmp_path / where)
+    assert code == 1
+    assert_one_error_line(err)
+    assert not (tmp_path / "missing").exists()
+
+
+def test_selftest_is_listed_and_imported_lazily(capsys) -> None:
+    code, out, _ = run_cli(capsys, "--help")
+    assert code == 0 and "selftest" in out
+    code, out, _ = run_cli(capsys, "selftest", "--help")
+    assert code == 0 and "--json" in out
 
 
 # --- on a GPU (skipped without one; REQUIRE_GPU=1 makes them fail instead) ---------------------
