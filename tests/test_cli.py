@@ -195,9 +195,15 @@ def test_demo_reports_backend_timings_exactness_and_convergence(capsys) -> None:
     code, out, err = run_cli(capsys, "demo", "--size", "12", "--repeat", "2")
     assert code == 0, err
     assert re.search(r"backend: (numpy \(CPU, \d+ threads?\)|cupy on .+)", out)
-    assert re.search(r"^\s+cugrad\s+[0-9.]+ ms$", out, re.MULTILINE)
-    assert re.search(r"^\s+numpy\.gradient\s+[0-9.]+ ms$", out, re.MULTILINE)
-    assert re.search(r"cugrad is [0-9.]+x (faster|slower) than numpy.gradient", out)
+    assert re.search(r"^\s+min\s+median$", out, re.MULTILINE)
+    assert re.search(r"^\s+cugrad\s+[0-9.]+ ms\s+[0-9.]+ ms$", out, re.MULTILINE)
+    assert re.search(r"^\s+numpy\.gradient\s+[0-9.]+ ms\s+[0-9.]+ ms$", out, re.MULTILINE)
+    assert re.search(
+        r"cugrad is [0-9.]+x to [0-9.]+x (faster|slower) than numpy.gradient|about the same", out
+    )
+    # What was called, and which array axis is which coordinate.
+    assert "cugrad.gradient(f, x, y, z, edge_order=e)" in out
+    assert "array axis 0 is x, axis 1 is y, axis 2 is z" in out
     assert "same bits as numpy.gradient: yes" in out
     orders = _orders(out)
     assert len(orders) == 6, out
@@ -247,8 +253,74 @@ def test_demo_plot_without_matplotlib_is_one_clear_line(capsys, monkeypatch, tmp
     assert code == 1
     assert out == ""  # it fails before doing the work
     assert_one_error_line(err)
-    assert 'pip install "cugrad[plot]"' in err
+    assert 'pip install ".[plot]"' in err  # cugrad is installed from a checkout
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs", "expected"),
+    [
+        ([1.0, 1.0, 1.0], [1.0, 1.0, 1.0], "about the same"),
+        ([1.0, 1.0, 1.0], [1.08, 1.05, 1.09], "about the same"),  # the first demo's "1.1x"
+        ([1.0, 1.0, 1.0], [2.0, 2.5, 3.0], "2.0x to 2.5x faster"),
+        ([2.0, 2.0, 2.0], [1.0, 1.0, 1.0], "2.0x to 2.0x slower"),
+        # The fastest runs say faster, the typical ones slower: that is noise, not a result.
+        ([1.0, 3.0, 3.0], [1.5, 2.0, 2.0], "about the same"),
+    ],
+)
+def test_demo_timing_verdict_is_honest_about_noise(ours, theirs, expected) -> None:
+    assert expected in _demo.verdict(ours, theirs)
+
+
+def test_demo_interleaves_the_timed_calls() -> None:
+    order: list[str] = []
+    ours, theirs = _demo._interleaved_seconds(
+        lambda: order.append("cugrad"), lambda: order.append("numpy"), 3
+    )
+    assert order == ["cugrad", "numpy"] * 4  # one warm-up each, then alternating
+    assert len(ours) == len(theirs) == 3
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [("demo.xyz", "unknown image format 'xyz'"), ("missing/demo.png", "does not exist"),
+     (".", "is a directory")],
+)  # fmt: skip
+def test_demo_plot_path_is_checked_before_any_work(capsys, monkeypatch, tmp_path, name, message):
+    pytest.importorskip("matplotlib")
+    monkeypatch.setattr(_demo, "_Grid", None)  # any work would fail differently
+    code, out, err = run_cli(capsys, "demo", "--size", "6", "--plot", tmp_path / name)
+    assert code == 1
+    assert out == ""
+    assert_one_error_line(err)
+    assert message in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_plot_has_equal_aspect_labelled_colour_bars_and_a_log_error_scale(
+    monkeypatch, tmp_path
+) -> None:
+    pytest.importorskip("matplotlib")
+    from matplotlib.colors import LogNorm
+    from matplotlib.figure import Figure
+
+    figures = []
+    real_savefig = Figure.savefig
+    monkeypatch.setattr(
+        Figure, "savefig", lambda fig, *a, **k: figures.append(fig) or real_savefig(fig, *a, **k)
+    )
+    grid = _demo._Grid.build(8)
+    gradient = np.gradient(grid.field, *grid.coords, edge_order=2)
+    _demo._plot(grid, tuple(gradient), str(tmp_path / "demo.svg"))
+    (fig,) = figures
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    colorbars = [ax for ax in fig.axes if not ax.get_title()]
+    assert len(panels) == 3 and len(colorbars) == 3
+    assert all(ax.get_aspect() == 1.0 for ax in panels)
+    assert all(cb.get_ylabel() for cb in colorbars)
+    assert isinstance(panels[2].collections[0].norm, LogNorm)
+    assert "axis 0" in panels[0].get_xlabel() and "axis 1" in panels[0].get_ylabel()
+    assert (tmp_path / "demo.svg").read_bytes().lstrip().startswith(b"<?xml")
 
 
 @pytest.mark.parametrize("argv", [["--size", "3"], ["--repeat", "0"], ["--backend", "gpu"]])
