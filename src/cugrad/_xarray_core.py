@@ -45,7 +45,7 @@ def _gradient_options(accuracy: Any, boundary: Any, period: Any) -> dict[str, An
         missing = [name for name in options if name not in accepted]
         if missing:
             raise TypeError(
-                f"this version of cugrad.gradient does not take {', '.join(missing)}= yet; "
+                f"this version of cugrad.gradient does not take {', '.join(m + '=' for m in missing)} yet; "
                 "leave accuracy=2, boundary='edge' and period=None (xarray's differentiate), "
                 "or upgrade cugrad"
             )
