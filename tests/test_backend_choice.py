@@ -87,3 +87,135 @@ def test_backend_cupy_with_numpy_input_returns_numpy():
     result = cugrad.gradient(F, backend="cupy")
     assert all(type(r) is np.ndarray for r in result)
     assert_same(result, np.gradient(F))
+
+
+# --- backend="auto" on host arrays: offload to a GPU is opt-in (CUGRAD_OFFLOAD_MIN_BYTES) ------
+
+
+@pytest.fixture
+def usable_gpu_and_recorded_offload(monkeypatch):
+    """Pretend a usable GPU takes every plan; record what would have been offloaded."""
+    from cugrad import _backend, _offload
+
+    offloaded = []
+    monkeypatch.setattr(_backend, "gpu_status", lambda: (True, "a pretend GPU"))
+    monkeypatch.setattr(_backend, "require_gpu", lambda: None)
+    monkeypatch.setattr(_offload, "supports", lambda plan, f: True, raising=False)
+
+    def offload_gradient(plan, f, outs, *args, **kwargs):
+        offloaded.append(f.nbytes)
+        for o in outs:
+            o[...] = 0
+
+    monkeypatch.setattr(_offload, "offload_gradient", offload_gradient)
+    return offloaded
+
+
+def test_auto_keeps_host_arrays_on_the_cpu_unless_the_user_opts_in(
+    monkeypatch, usable_gpu_and_recorded_offload
+):
+    monkeypatch.delenv("CUGRAD_BACKEND", raising=False)
+    monkeypatch.delenv("CUGRAD_OFFLOAD_MIN_BYTES", raising=False)
+    big = np.broadcast_to(np.float64(1.0), (2**26,))  # reports 512 MiB, allocates 8 bytes
+    plan = cugrad._api.make_plan(big, (), None, 1)
+    assert not cugrad._api._offload_wanted(plan, big)
+    assert_same(cugrad.gradient(F), np.gradient(F))
+    assert usable_gpu_and_recorded_offload == []
+
+    monkeypatch.setenv("CUGRAD_OFFLOAD_MIN_BYTES", "")  # empty: unset
+    assert not cugrad._api._offload_wanted(plan, big)
+
+    monkeypatch.setenv("CUGRAD_OFFLOAD_MIN_BYTES", str(F.nbytes))
+    assert cugrad._api._offload_wanted(plan, big)
+    cugrad.gradient(F)
+    assert usable_gpu_and_recorded_offload == [F.nbytes]
+    small = F[:2]
+    assert_same(cugrad.gradient(small), np.gradient(small))  # below the user's threshold
+    assert usable_gpu_and_recorded_offload == [F.nbytes]
+
+
+def test_backend_cupy_offloads_host_arrays_without_the_variable(
+    monkeypatch, usable_gpu_and_recorded_offload
+):
+    monkeypatch.delenv("CUGRAD_OFFLOAD_MIN_BYTES", raising=False)
+    cugrad.gradient(F, backend="cupy")
+    assert usable_gpu_and_recorded_offload == [F.nbytes]
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, None), ("", None), ("0", 0),
+                                                  ("1048576", 2**20)])
+def test_offload_threshold_reads_the_variable(monkeypatch, value, expected):
+    from cugrad import _backend
+
+    if value is None:
+        monkeypatch.delenv("CUGRAD_OFFLOAD_MIN_BYTES", raising=False)
+    else:
+        monkeypatch.setenv("CUGRAD_OFFLOAD_MIN_BYTES", value)
+    assert _backend.offload_threshold_bytes() == expected
+
+
+@pytest.mark.parametrize("value", ["256MiB", "-1", "1.5"])
+def test_a_bad_offload_threshold_says_what_to_write(monkeypatch, value):
+    from cugrad import _backend
+
+    monkeypatch.setenv("CUGRAD_OFFLOAD_MIN_BYTES", value)
+    with pytest.raises(ValueError, match="CUGRAD_OFFLOAD_MIN_BYTES must be a whole"):
+        _backend.offload_threshold_bytes()
+
+
+def test_a_large_host_array_under_auto_does_not_import_cupy():
+    # Before offload became opt-in, any host array of 256 MiB or more asked CuPy for a GPU.
+    proc = _run_fresh_interpreter(
+        """
+        import os, sys
+        import numpy
+        import cugrad
+        from cugrad import _api
+        os.environ.pop("CUGRAD_OFFLOAD_MIN_BYTES", None)
+        big = numpy.broadcast_to(numpy.float32(1.0), (2**27,))  # 512 MiB as numpy counts it
+        plan = _api.make_plan(big, (), None, 1)
+        assert not _api._offload_wanted(plan, big)
+        assert "cupy" not in sys.modules, "a host array under auto imported cupy"
+        print("CLEAN")
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "CLEAN" in proc.stdout
+
+
+# --- CuPy's version: 14.2 or newer (its kernel cache reloads the fast path's kernels) ----------
+
+
+@pytest.mark.parametrize(
+    ("version", "ok"),
+    [("14.2.0", True), ("14.2.1", True), ("15.0.0a1", True), ("14.10.0", True),
+     ("14.1.0", False), ("14.2.0rc1", True), ("13.6.0", False), ("", False), ("nonsense", False)],
+)
+def test_cupy_version_floor(version, ok):
+    from cugrad import _backend
+
+    problem = _backend.cupy_version_problem(version)
+    assert (problem is None) is ok
+    if not ok:
+        assert "14.2" in problem and 'pip install ".[cuda12]"' in problem
+
+
+def test_gpu_status_refuses_an_old_cupy(monkeypatch):
+    import types
+
+    from cugrad import _backend
+
+    fake = types.ModuleType("cupy")
+    fake.__version__ = "13.6.0"
+    fake.is_available = lambda: True
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(_backend.importlib.util, "find_spec", lambda name: object())
+    _backend.gpu_status.cache_clear()
+    try:
+        usable, reason = _backend.gpu_status()
+        assert not usable and "older than 14.2" in reason
+        fake.__version__ = "14.2.0"
+        _backend.gpu_status.cache_clear()
+        assert _backend.gpu_status() == (True, "CuPy sees a usable CUDA device")
+    finally:
+        _backend.gpu_status.cache_clear()

@@ -67,6 +67,7 @@ def stand_in(monkeypatch: pytest.MonkeyPatch) -> list:
     fake.empty = lambda shape, dtype=float: dev(np.empty(shape, dtype))
     fake.empty_like = lambda a, dtype=None: dev(np.empty_like(host(a), dtype=dtype))
     fake.may_share_memory = lambda a, b: np.may_share_memory(host(a), host(b))
+    fake.__version__ = "14.2.0"
     fake.cuda = types.SimpleNamespace(Device=lambda *a: DEVICE)
     monkeypatch.setitem(sys.modules, "cupy", fake)
     executed: list = []
@@ -225,3 +226,53 @@ def test_no_internal_exception_for_complex_data_spacing_mixes(stand_in):
     result, warned = cugrad_on_device(f, 0.5j, np.float32(2))
     assert_same(result, expected)
     assert ComplexWarning not in warned
+
+
+# ------------------------------------------------------------------------------------------------
+# The first compile without the CUDA headers or NVRTC, and a CuPy too old for the kernel cache
+# ------------------------------------------------------------------------------------------------
+
+
+class CompileException(Exception):
+    """Shaped like cupy.cuda.compiler.CompileException (its text holds NVRTC's log)."""
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        CompileException('cugrad.cu(1): catastrophic error: cannot open source file "cuda_fp16.h"'),
+        RuntimeError("CuPy failed to load libnvrtc.so.12: OSError: libnvrtc.so.12: cannot open "
+                     "shared object file: No such file or directory"),
+    ],
+    ids=["no-headers", "no-nvrtc"],
+)
+def test_first_use_without_headers_or_nvrtc_names_the_fix(stand_in, monkeypatch, error):
+    def execute(plan, f, outs):
+        raise error
+
+    monkeypatch.setattr(_cupy_backend, "execute", execute)
+    with pytest.raises(RuntimeError) as info:
+        cugrad.gradient(dev(np.ones((4, 5))))
+    message = str(info.value)
+    assert 'pip install ".[cuda12]"' in message and "cupy-cuda12x[ctk]" in message
+    assert "cugrad info" in message and info.value.__cause__ is error
+
+
+def test_other_backend_errors_pass_unchanged(stand_in, monkeypatch):
+    error = MemoryError("out of memory allocating 1 bytes")
+
+    def execute(plan, f, outs):
+        raise error
+
+    monkeypatch.setattr(_cupy_backend, "execute", execute)
+    with pytest.raises(MemoryError) as info:
+        cugrad.gradient(dev(np.ones((4, 5))))
+    assert info.value is error
+
+
+@pytest.mark.parametrize("version", ["13.6.0", "14.1.9", "14.0.0rc1", "12.3.0"])
+def test_a_cupy_older_than_14_2_is_refused_with_the_reason(stand_in, monkeypatch, version):
+    monkeypatch.setattr(sys.modules["cupy"], "__version__", version)
+    with pytest.raises(RuntimeError, match=r"older than 14\.2.*recompiles"):
+        cugrad.gradient(dev(np.ones((4, 5))))
+    assert not stand_in

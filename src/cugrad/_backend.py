@@ -17,14 +17,23 @@ from typing import Any, Literal
 BackendName = Literal["auto", "numpy", "cupy"]
 BACKENDS: tuple[str, ...] = ("auto", "numpy", "cupy")
 ENV_VAR = "CUGRAD_BACKEND"
+# Offload of host arrays under backend="auto" is opt-in: only when the user sets this variable are
+# host arrays at least that large streamed through a usable GPU. Sending a numpy array to a GPU
+# unasked brings CUDA initialisation, kernel compilation, device memory use and fork hazards to a
+# user who asked for none of them.
 OFFLOAD_ENV_VAR = "CUGRAD_OFFLOAD_MIN_BYTES"
-# backend="auto" streams host arrays at least this large through a usable GPU: below it, the
-# transfers over PCIe cost more than the multithreaded NumPy backend takes to compute.
-DEFAULT_OFFLOAD_MIN_BYTES = 256 * 2**20
 
+# CuPy before 14.2 never reloads kernels compiled with ``name_expressions`` (the fast path's
+# RawModule) from its disk cache: every new process recompiles every fast-path variant it uses
+# (0.2-0.4 s each). 14.2 stores the mangled names with the binary and reloads them.
+MIN_CUPY_VERSION = (14, 2)
+
+# cugrad is installed from a checkout (it is not on PyPI). The [ctk] extra of CuPy brings the CUDA
+# headers and NVRTC that CuPy 14 needs at its first compile; the NVIDIA driver alone is not enough.
 CUDA_INSTALL_HINT = (
-    'install CuPy for your CUDA version with pip install "cugrad[cuda12]" (CUDA 12.x) or '
-    'pip install "cugrad[cuda13]" (CUDA 13.x)'
+    'install CuPy with the CUDA headers and NVRTC it compiles with: from a cugrad checkout, '
+    'pip install ".[cuda12]" (CUDA 12.x) or pip install ".[cuda13]" (CUDA 13.x), which pull '
+    'cupy-cuda12x[ctk] / cupy-cuda13x[ctk]'
 )
 
 
@@ -73,6 +82,9 @@ def gpu_status() -> tuple[bool, str]:
         import cupy
     except Exception as exc:  # noqa: BLE001 - any import failure means the GPU path is unusable
         return False, f"CuPy is installed but failed to import ({exc}); reinstall it: {CUDA_INSTALL_HINT}"
+    too_old = cupy_version_problem(getattr(cupy, "__version__", ""))
+    if too_old:
+        return False, too_old
     try:
         available = cupy.is_available()
     except Exception as exc:  # noqa: BLE001
@@ -83,6 +95,74 @@ def gpu_status() -> tuple[bool, str]:
             "(no NVIDIA GPU, no driver, or CUDA_VISIBLE_DEVICES hides it)"
         )
     return True, "CuPy sees a usable CUDA device"
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    parts = []
+    for piece in version.split(".")[:3]:
+        digits = ""
+        for ch in piece:
+            if not ch.isdigit():
+                break
+            digits += ch
+        if not digits:
+            break
+        parts.append(int(digits))
+        if len(digits) != len(piece):  # "2rc1", "0a1": a pre-release of this version
+            break
+    return tuple(parts)
+
+
+def cupy_version_problem(version: str) -> str | None:
+    """Why this CuPy version cannot run cugrad, or None when it can."""
+    found = _version_tuple(version)
+    if found and found >= MIN_CUPY_VERSION:
+        return None
+    need = ".".join(map(str, MIN_CUPY_VERSION))
+    return (
+        f"CuPy {version or '(unknown version)'} is older than {need}, which cugrad needs (older "
+        "CuPy recompiles every fast-path kernel in every new process instead of reloading it from "
+        f"its kernel cache); {CUDA_INSTALL_HINT}"
+    )
+
+
+def require_supported_cupy() -> None:
+    """Raise RuntimeError when the imported CuPy is older than cugrad needs."""
+    cupy = sys.modules.get("cupy")
+    if cupy is not None:
+        problem = _cached_version_problem(str(getattr(cupy, "__version__", "")))
+        if problem:
+            raise RuntimeError(problem)
+
+
+_cached_version_problem = functools.lru_cache(maxsize=4)(cupy_version_problem)
+
+
+# Messages of CuPy (and NVRTC) when it cannot compile for lack of the CUDA headers or NVRTC.
+_MISSING_TOOLKIT_SIGNS = (
+    "cannot open source file",
+    "could not open source file",
+    "cuda_runtime.h",
+    "cuda_fp16.h",
+    "libnvrtc",
+    "nvrtc64",
+    "failed to load nvrtc",
+    "nvrtc library",
+)
+
+
+def explain_compile_failure(exc: BaseException) -> str | None:
+    """If ``exc`` says CuPy could not compile for lack of CUDA headers or NVRTC, the fix; else None."""
+    text = f"{type(exc).__name__}: {exc}".lower()
+    if not any(sign in text for sign in _MISSING_TOOLKIT_SIGNS):
+        return None
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return (
+        f"CuPy could not compile cugrad's kernels ({type(exc).__name__}: {first}): CuPy 14 needs "
+        f"the CUDA headers and the NVRTC library at its first compile, and the NVIDIA driver alone "
+        f"does not have them. To fix it, {CUDA_INSTALL_HINT}; or install a CUDA toolkit and set "
+        "CUDA_PATH. `cugrad info` shows whether the headers and NVRTC are found"
+    )
 
 
 def require_gpu() -> None:
@@ -118,12 +198,22 @@ def requested_backend(backend: str | None) -> str:
     return backend.lower()
 
 
-def offload_threshold_bytes() -> int:
-    """Host arrays of at least this many bytes go to a usable GPU under ``backend="auto"``."""
+def offload_threshold_bytes() -> int | None:
+    """Host arrays of at least this many bytes go to a usable GPU under ``backend="auto"``.
+
+    None (the default, ``CUGRAD_OFFLOAD_MIN_BYTES`` unset or empty): ``"auto"`` follows the input
+    and never sends a host array to a GPU; ``backend="cupy"`` does that on request.
+    """
     env = os.environ.get(OFFLOAD_ENV_VAR)
     if not env:
-        return DEFAULT_OFFLOAD_MIN_BYTES
+        return None
     try:
-        return int(env)
+        value = int(env)
     except ValueError:
-        raise ValueError(f"{OFFLOAD_ENV_VAR} must be a whole number of bytes, got {env!r}") from None
+        value = -1
+    if value < 0:
+        raise ValueError(
+            f"{OFFLOAD_ENV_VAR} must be a whole, non-negative number of bytes, got {env!r} "
+            "(unset it to keep host arrays on the CPU under backend=\"auto\")"
+        )
+    return value
