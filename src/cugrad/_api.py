@@ -180,9 +180,15 @@ def _extension(module: str) -> Any:
 
 
 def _offload_wanted(plan: GradientPlan, f: np.ndarray) -> bool:
-    """backend="auto" sends host arrays above the offload threshold to a usable GPU that can take them."""
+    """Whether backend="auto" streams this host array through a usable GPU.
+
+    Only when the user has set ``CUGRAD_OFFLOAD_MIN_BYTES`` (opt-in) and the array is that large:
+    otherwise "auto" follows the input and a host array never initialises CUDA.
+    """
+    threshold = _backend.offload_threshold_bytes()
     return (
-        f.nbytes >= _backend.offload_threshold_bytes()
+        threshold is not None
+        and f.nbytes >= threshold
         and _backend.gpu_status()[0]
         and _extension("_offload").supports(plan, f)
     )
@@ -206,13 +212,22 @@ def _run_on_device(f, varargs, axis, edge_order, out, stack):
 def _execute_on_device(plan: GradientPlan, f: Any, outs: list[Any], given: bool, cupy: Any) -> None:
     from cugrad import _cupy_backend
 
-    if given and any(cupy.may_share_memory(o, f) for o in outs):
-        fresh = [cupy.empty_like(o) for o in outs]
-        _cupy_backend.execute(plan, f, fresh)
-        for o, r in zip(outs, fresh, strict=True):
-            o[...] = r
-        return
-    _cupy_backend.execute(plan, f, outs)
+    _backend.require_supported_cupy()
+    try:
+        if given and any(cupy.may_share_memory(o, f) for o in outs):
+            fresh = [cupy.empty_like(o) for o in outs]
+            _cupy_backend.execute(plan, f, fresh)
+            for o, r in zip(outs, fresh, strict=True):
+                o[...] = r
+            return
+        _cupy_backend.execute(plan, f, outs)
+    except Exception as exc:
+        # The first call compiles: without the CUDA headers or NVRTC, CuPy's own error does not
+        # say how to get them.
+        fix = _backend.explain_compile_failure(exc)
+        if fix is None:
+            raise
+        raise RuntimeError(fix) from exc
 
 
 class _PlanShape:
