@@ -18,7 +18,6 @@ import cugrad
 from cugrad import _backend, _offload
 from cugrad._offload import (
     NumpyExecutor,
-    halo_window,
     offload_gradient,
     slab_rows_for_budget,
     slab_schedule,
@@ -63,6 +62,11 @@ def rows_read(lo, hi, n, edge_order):
     return rows
 
 
+def split_plan(n, edge_order=1, **options):
+    """The plan of a differentiated split axis of n rows."""
+    return make_plan(np.zeros(n), (), 0, edge_order, **options).axis_plans[0]
+
+
 @pytest.mark.parametrize(
     ("lo", "hi", "n", "edge_order", "expected"),
     [
@@ -78,33 +82,49 @@ def rows_read(lo, hi, n, edge_order):
         (2, 3, 3, 2, (0, 3)),
     ],
 )
-def test_halo_window_examples(lo, hi, n, edge_order, expected):
-    assert halo_window(lo, hi, n, edge_order) == expected
+def test_window_examples(lo, hi, n, edge_order, expected):
+    assert split_plan(n, edge_order).window(lo, hi) == expected
 
 
 @pytest.mark.parametrize("edge_order", [1, 2])
-def test_halo_window_is_exactly_the_rows_the_stencil_reads(edge_order):
+def test_window_is_exactly_the_rows_the_stencil_reads(edge_order):
     for n in range(edge_order + 1, 9):
+        ap = split_plan(n, edge_order)
         for lo in range(n):
             for hi in range(lo + 1, n + 1):
                 rows = rows_read(lo, hi, n, edge_order)
-                w0, w1 = halo_window(lo, hi, n, edge_order)
+                w0, w1 = ap.window(lo, hi)
                 # One contiguous run, no row missing and none extra.
                 assert (w0, w1) == (min(rows), max(rows) + 1), (lo, hi, n)
                 assert rows == set(range(w0, w1)), (lo, hi, n)
 
 
-def test_halo_window_of_an_axis_that_is_not_differentiated_is_the_rows_themselves():
-    assert halo_window(3, 5, 10, 2, differentiated=False) == (3, 5)
+@pytest.mark.parametrize(
+    ("options", "lo", "hi", "n", "expected", "spans"),
+    [
+        # accuracy 4: central rows read 2 either side; the first/last 2 rows read 5 rows of their end
+        (dict(accuracy=4), 0, 1, 10, (0, 5), [(0, 5)]),
+        (dict(accuracy=4), 4, 6, 10, (2, 8), [(2, 8)]),
+        (dict(accuracy=4), 9, 10, 10, (5, 10), [(5, 10)]),
+        (dict(accuracy=8), 4, 5, 9, (0, 9), [(0, 9)]),
+        # periodic: the window runs on into the periodic extension, gathered from both ends
+        (dict(boundary="periodic"), 0, 2, 10, (-1, 3), [(9, 10), (0, 3)]),
+        (dict(accuracy=6, boundary="periodic"), 8, 10, 10, (5, 13), [(5, 10), (0, 3)]),
+        (dict(accuracy=4, boundary="periodic"), 0, 5, 5, (-2, 7), [(3, 5), (0, 5), (0, 2)]),
+    ],
+)
+def test_window_of_wider_and_periodic_stencils(options, lo, hi, n, expected, spans):
+    ap = split_plan(n, **options)
+    assert ap.window(lo, hi) == expected
+    assert ap.spans(*expected) == spans
 
 
 @pytest.mark.parametrize("edge_order", [1, 2])
 @pytest.mark.parametrize("differentiated", [True, False])
 def test_schedule_covers_every_row_exactly_once(edge_order, differentiated):
     for n, slab_rows, slots in itertools.product(range(3, 23), (1, 2, 3, 5, 8, 40), (1, 2, 3)):
-        schedule = slab_schedule(
-            n, slab_rows, edge_order=edge_order, differentiated=differentiated, slots=slots
-        )
+        plan = split_plan(n, edge_order) if differentiated else None
+        schedule = slab_schedule(n, slab_rows, split_plan=plan, slots=slots)
         produced = [row for s in schedule for row in range(s.lo, s.hi)]
         assert produced == list(range(n))  # in order, each row once
         assert len(schedule) == math.ceil(n / slab_rows)
@@ -120,14 +140,14 @@ def test_schedule_covers_every_row_exactly_once(edge_order, differentiated):
 
 
 def test_schedule_slabs_are_balanced():
-    schedule = slab_schedule(10, 4, edge_order=1, differentiated=True, slots=2)
+    schedule = slab_schedule(10, 4, split_plan=split_plan(10), slots=2)
     assert [(s.lo, s.hi) for s in schedule] == [(0, 3), (3, 6), (6, 10)]
 
 
 def test_schedule_rejects_nonsense():
-    assert slab_schedule(0, 3, edge_order=1, differentiated=True, slots=2) == ()
+    assert slab_schedule(0, 3, split_plan=None, slots=2) == ()
     with pytest.raises(ValueError):
-        slab_schedule(5, 0, edge_order=1, differentiated=True, slots=2)
+        slab_schedule(5, 0, split_plan=split_plan(5), slots=2)
 
 
 @pytest.mark.parametrize("differentiated", [True, False])
@@ -141,13 +161,13 @@ def test_slab_height_is_the_largest_that_fits_the_budget(differentiated, outputs
     for budget in (10**5, 10**6, 3 * 10**6 + 17):
         h = slab_rows_for_budget(
             budget, length=10**6, row_in_bytes=row_in, row_out_bytes=row_out, outputs=outputs,
-            slots=slots, differentiated=differentiated, target_bytes=1 << 40,
+            slots=slots, halo_rows=halo, target_bytes=1 << 40,
         )
         assert used(h) <= budget < used(h + 1)
 
 
 def test_slab_height_limits():
-    kwargs = dict(row_in_bytes=8, row_out_bytes=8, outputs=2, slots=2, differentiated=True)
+    kwargs = dict(row_in_bytes=8, row_out_bytes=8, outputs=2, slots=2, halo_rows=2)
     # A budget below one row still makes progress, one row at a time.
     assert slab_rows_for_budget(1, length=100, **kwargs) == 1
     # Never taller than the axis.

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from cugrad import _backend, _numpy_backend
-from cugrad._offload import halo_window, native_axis_plan
+from cugrad._offload import native_axis_plan
 from cugrad._plan import AxisPlan, Delegate, GradientPlan, make_plan
 
 
@@ -36,6 +36,7 @@ def dask_gradient(
     out: Any,
     stack: bool,
     backend: str,
+    **options: Any,
 ) -> Any:
     """``cugrad.gradient`` of a dask array: lazy dask arrays in numpy.gradient's container.
 
@@ -72,7 +73,8 @@ def dask_gradient(
 
     spacing = tuple(_host_spacing(v, i) for i, v in enumerate(varargs))
     try:
-        plan = make_plan(_stand_in(f.shape, f.dtype, device_chunks), spacing, axis, edge_order)
+        plan = make_plan(_stand_in(f.shape, f.dtype, device_chunks), spacing, axis, edge_order,
+                         **options)
     except Delegate:
         raise TypeError(
             f"cugrad does not differentiate dask arrays of dtype {f.dtype} (numpy.gradient treats "
@@ -137,19 +139,21 @@ def _axis_gradient(f: Any, plan: GradientPlan, ap: AxisPlan, upload: bool) -> An
         lo, hi = bounds[b], bounds[b + 1]
         pieces = []
         if hi > lo:
-            w0, w1 = halo_window(lo, hi, n, plan.edge_order)
-            for j in range(bisect.bisect_right(bounds, w0) - 1, len(f.chunks[k])):
-                start, stop = bounds[j], bounds[j + 1]
-                if start >= w1:
-                    break
-                if stop == start:
-                    continue
-                key = (f.name, *index[:k], j, *index[k + 1 :])
-                a, z = max(w0, start) - start, min(w1, stop) - start
-                if a == 0 and z == stop - start:
-                    pieces.append(key)
-                else:
-                    pieces.append((operator.getitem, key, (slice(None),) * k + (slice(a, z),)))
+            w0, w1 = ap.window(lo, hi)
+            # A periodic window may wrap: gather its rows from both ends of the axis, in order.
+            for s0, s1 in ap.spans(w0, w1):
+                for j in range(bisect.bisect_right(bounds, s0) - 1, len(f.chunks[k])):
+                    start, stop = bounds[j], bounds[j + 1]
+                    if start >= s1:
+                        break
+                    if stop == start:
+                        continue
+                    key = (f.name, *index[:k], j, *index[k + 1 :])
+                    a, z = max(s0, start) - start, min(s1, stop) - start
+                    if a == 0 and z == stop - start:
+                        pieces.append(key)
+                    else:
+                        pieces.append((operator.getitem, key, (slice(None),) * k + (slice(a, z),)))
         else:
             w0 = lo
             pieces.append((f.name, *index))  # an empty block: its (empty) self gives the shape

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
-from cugrad._plan import AxisPlan, GradientPlan, Stencil
+from cugrad._plan import AxisPlan, GradientPlan, Region
 
 # Below this many elements a call runs in one piece on the calling thread: thread hand-off and slab
 # bookkeeping would cost more than they save (the small-input target is parity with numpy.gradient).
@@ -37,13 +38,30 @@ def thread_count() -> int:
     env = os.environ.get("CUGRAD_NUM_THREADS")
     if env:
         try:
-            return max(1, int(env))
+            count = int(env)
         except ValueError:
-            raise ValueError(f"CUGRAD_NUM_THREADS must be a positive integer, got {env!r}") from None
+            count = 0
+        if count < 1:
+            raise ValueError(f"CUGRAD_NUM_THREADS must be a positive integer, got {env!r}")
+        return count
     try:
         return max(1, min(len(os.sched_getaffinity(0)), 32))
     except AttributeError:  # not on Linux
         return max(1, min(os.cpu_count() or 1, 32))
+
+
+def fp_events_raise() -> bool:
+    """Whether a floating-point event would raise (``np.errstate`` or a warnings filter) or be
+    reported to a callback or log, so that the order of events is observable."""
+    modes = set(np.geterr().values())
+    if modes & {"raise", "call", "log"}:
+        return True
+    if "warn" not in modes and "print" not in modes:
+        return False
+    for action, _message, category, _module, _lineno in warnings.filters:
+        if issubclass(RuntimeWarning, category):
+            return action == "error"
+    return False
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:
@@ -59,6 +77,13 @@ def execute(plan: GradientPlan, f: np.ndarray, outs: list[np.ndarray]) -> None:
     ``f`` holds the user's data (integers are cast inside the ufuncs); ``outs`` have ``f``'s shape and
     ``plan.out_dtype`` and must not share memory with ``f``.
     """
+    if f.size and fp_events_raise():
+        # Under np.errstate(..="raise") or warnings turned into errors, the first floating-point
+        # event decides the exception: evaluate as numpy does, axis after axis, each region over
+        # the whole array, on this thread.
+        for ap, out in zip(plan.axis_plans, outs):
+            compute_rows(f, out, ap, plan.data_dtype, 0, ap.length, 0)
+        return
     if f.size < PARALLEL_MIN_ELEMENTS:
         if f.size:
             for ap, out in zip(plan.axis_plans, outs):
@@ -120,48 +145,78 @@ def compute_rows(
     """Rows ``[lo, hi)`` (global indices along ``ap.axis``) of the derivative along ``ap.axis``.
 
     ``f`` is a window of the input whose first row along the axis is global row ``f_start``; it must
-    hold every row the stencil reads (one row either side of the interior, the first or last three
-    rows for second-order edges). ``out[0]`` along the axis receives global row ``lo``. Slabs, dask
+    hold every row the regions read (``ap.window(lo, hi)``). Global row ``j`` is window row
+    ``j - f_start`` when that is inside the window, else (periodic axes, whole-axis windows) window
+    row ``(j mod n) - f_start``. ``out[0]`` along the axis receives global row ``lo``. Slabs, dask
     blocks and streamed GPU slabs all reduce to this.
     """
     k, n = ap.axis, ap.length
-    pre = (slice(None),) * k
-    s = -f_start
+    size = f.shape[k]
     # Integer data is differenced in float64 (numpy converts it first); a cast inside the ufunc does
     # the same without a converted copy. Float data needs no dtype argument, which is cheaper.
     cast = None if f.dtype == data_dtype else data_dtype
-
-    i0, i1 = max(lo, 1), min(hi, n - 1)
-    if i1 > i0:
-        o = out[pre + (slice(i0 - lo, i1 - lo),)]
-        st = ap.interior
-        if st.kind == "diff":
-            _diff(o, f[pre + (slice(i0 + 1 + s, i1 + 1 + s),)], f[pre + (slice(i0 - 1 + s, i1 - 1 + s),)],
-                  st, cast)
+    for index, region in enumerate(ap.regions):
+        r0, r1 = max(lo, region.start), min(hi, region.stop)
+        if r1 <= r0:
+            continue
+        if f.ndim == 1 and ap.numpy_form and index > 0:
+            # numpy reads the edge rows of a 1-D array as numpy scalars (f[0], f[1], ...), and
+            # numpy's scalar arithmetic may round differently from its array loops (complex
+            # multiplication is fused on FMA hardware in the loops, not in the scalars).
+            _scalar_row(f, out, region, data_dtype, r0, lo, f_start)
+            continue
+        # Rows whose every read lies in the window without wrapping go in one vectorised block.
+        d0 = max(r0, f_start - min(region.offsets))
+        d1 = min(r1, f_start + size - max(region.offsets))
+        if d1 > d0:
+            _region_block(f, out, region, k, cast, d0, d1, lo, lambda j: j - f_start)
         else:
-            bshape = (1,) * k + (i1 - i0,) + (1,) * (f.ndim - k - 1)
-            coef = tuple(c[i0 - 1 : i1 - 1].reshape(bshape) for c in st.coef)
-            fs = tuple(f[pre + (slice(i0 + d + s, i1 + d + s),)] for d in (-1, 0, 1))
-            _comb(o, coef, fs, st.dtype)
-    if lo == 0:
-        o = out[pre + (slice(0, 1),)]
-        if ap.left.kind == "diff":
-            _diff(o, f[pre + (slice(1 + s, 2 + s),)], f[pre + (slice(s, 1 + s),)], ap.left, cast)
-        else:
-            _comb(o, ap.left.coef, tuple(f[pre + (slice(j + s, j + 1 + s),)] for j in (0, 1, 2)),
-                  ap.left.dtype)
-    if hi == n:
-        o = out[pre + (slice(n - 1 - lo, n - lo),)]
-        if ap.right.kind == "diff":
-            _diff(o, f[pre + (slice(n - 1 + s, n + s),)], f[pre + (slice(n - 2 + s, n - 1 + s),)],
-                  ap.right, cast)
-        else:
-            _comb(o, ap.right.coef,
-                  tuple(f[pre + (slice(j + s, j + 1 + s),)] for j in (n - 3, n - 2, n - 1)),
-                  ap.right.dtype)
+            d0 = d1 = r0
+        if (d0 > r0 or d1 < r1) and not region.wrap:
+            raise ValueError(f"the window of rows from {f_start} does not hold what rows "
+                             f"[{r0}, {r1}) read")  # a caller's bug, never a user's
+        for i in (*range(r0, d0), *range(max(d1, r0), r1)):
+            _region_block(f, out, region, k, cast, i, i + 1, lo, lambda j: (j % n) - f_start)
 
 
-def _diff(o: np.ndarray, fp: np.ndarray, fq: np.ndarray, st: Stencil, cast: np.dtype | None) -> None:
+def _region_block(f, out, region: Region, k: int, cast, i0: int, i1: int, lo: int, row) -> None:
+    """Output rows ``[i0, i1)`` of one region; ``row(j)`` is the window row of global row ``j``."""
+    pre = (slice(None),) * k
+
+    def rows(offset: int) -> np.ndarray:
+        a = row(i0 + offset)
+        return f[pre + (slice(a, a + i1 - i0),)]
+
+    o = out[pre + (slice(i0 - lo, i1 - lo),)]
+    weights = region.weights
+    if any(isinstance(w, np.ndarray) for w in weights):
+        bshape = (1,) * k + (i1 - i0,) + (1,) * (f.ndim - k - 1)
+        weights = tuple(
+            w[i0 - region.start : i1 - region.start].reshape(bshape)
+            if isinstance(w, np.ndarray) else w
+            for w in weights
+        )
+    if region.kind == "diff":
+        p, q = region.offsets
+        _diff(o, rows(p), rows(q), weights[0], cast)
+    elif region.kind == "comb":
+        _comb(o, weights, [rows(j) for j in region.offsets], region.dtype)
+    else:
+        _dsum(o, weights, [(rows(p), rows(q)) for p, q in region.pairs], region.dtype, cast)
+
+
+def _scalar_row(f, out, region: Region, data_dtype: np.dtype, i: int, lo: int, f_start: int) -> None:
+    """One edge row of a 1-D array from numpy scalars, as numpy.gradient computes it."""
+    value = [data_dtype.type(f[i + o - f_start]) for o in region.offsets]
+    if region.kind == "diff":
+        result = (value[0] - value[1]) / region.weights[0]
+    else:
+        a, b, c = region.weights
+        result = a * value[0] + b * value[1] + c * value[2]
+    out[i - lo] = result
+
+
+def _diff(o: np.ndarray, fp: np.ndarray, fq: np.ndarray, d: Any, cast: np.dtype | None) -> None:
     # numpy: (fp - fq) / d. The difference is in the data dtype, which is the output dtype, so it can
     # live in the output; the division reads it back and NEP 50 picks the compute dtype from the
     # output dtype and the coefficient, as it does for numpy's temporary.
@@ -169,17 +224,36 @@ def _diff(o: np.ndarray, fp: np.ndarray, fq: np.ndarray, st: Stencil, cast: np.d
         np.subtract(fp, fq, out=o)
     else:
         np.subtract(fp, fq, out=o, dtype=cast)
-    np.divide(o, st.coef[0], out=o)
+    np.divide(o, d, out=o)
 
 
-def _comb(o: np.ndarray, coef: tuple[Any, ...], fs: tuple[np.ndarray, ...], dtype: np.dtype) -> None:
+def _comb(o: np.ndarray, coef: tuple[Any, ...], fs: list[np.ndarray], dtype: np.dtype) -> None:
     # numpy: a*f0 + b*f1 + c*f2, products and sums in the compute dtype, rounded once into o. The
     # dtype argument matters for integer data, which numpy has converted to float64 beforehand.
-    (a, b, c), (f0, f1, f2) = coef, fs
+    last = len(fs) - 1
     t = np.empty(o.shape, dtype)
     acc = o if o.dtype == dtype else np.empty(o.shape, dtype)
-    np.multiply(a, f0, out=acc, dtype=dtype)
-    np.multiply(b, f1, out=t, dtype=dtype)
-    np.add(acc, t, out=acc)
-    np.multiply(c, f2, out=t, dtype=dtype)
-    np.add(acc, t, out=o, dtype=dtype)
+    np.multiply(coef[0], fs[0], out=acc, dtype=dtype)
+    for j in range(1, last + 1):
+        np.multiply(coef[j], fs[j], out=t, dtype=dtype)
+        np.add(acc, t, out=o if j == last else acc, dtype=dtype)
+    if last == 0 and acc is not o:
+        np.copyto(o, acc, casting="same_kind")
+
+
+def _dsum(o: np.ndarray, coef: tuple[Any, ...], pairs: list[tuple[np.ndarray, np.ndarray]],
+          dtype: np.dtype, cast: np.dtype | None) -> None:
+    # cugrad: w0*(fp0 - fq0) + w1*(fp1 - fq1) + ..., differences in the data dtype, products and
+    # sums in the compute dtype left to right, rounded once into o.
+    data_dtype = (cast if cast is not None else pairs[0][0].dtype).newbyteorder("=")
+    last = len(pairs) - 1
+    diff = np.empty(o.shape, data_dtype)
+    prod = diff if data_dtype == dtype else np.empty(o.shape, dtype)
+    acc = o if o.dtype == dtype else np.empty(o.shape, dtype)
+    for j, (fp, fq) in enumerate(pairs):
+        np.subtract(fp, fq, out=diff, dtype=cast)
+        if j == 0:
+            np.multiply(coef[0], diff, out=acc if last else o, dtype=dtype)
+        else:
+            np.multiply(coef[j], diff, out=prod, dtype=dtype)
+            np.add(acc, prod, out=o if j == last else acc, dtype=dtype)

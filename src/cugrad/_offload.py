@@ -11,7 +11,7 @@ protect the pinned ones.
 
 The work is split in three parts that can be checked separately:
 
-* :func:`halo_window` / :func:`slab_schedule` / :func:`slab_rows_for_budget` -- pure arithmetic:
+* :func:`slab_schedule` / :func:`slab_rows_for_budget` -- pure arithmetic:
   which rows each slab uploads, which output rows it produces, which slot it uses, how tall a slab
   may be within the device budget;
 * :func:`run_pipeline` -- the order of staging copies, transfers, computation and waits, generic
@@ -125,7 +125,7 @@ def supports(plan: GradientPlan, f: np.ndarray) -> bool:
     """Whether the GPU can compute this plan: CuPy has no long double."""
     dtypes = {np.dtype(f.dtype), plan.data_dtype, plan.out_dtype}
     for ap in plan.axis_plans:
-        dtypes.update(st.dtype for st in (ap.interior, ap.left, ap.right))
+        dtypes.update(r.dtype for r in ap.regions)
     return not (dtypes & _HOST_ONLY_DTYPES)
 
 
@@ -150,30 +150,15 @@ class Slab:
     slot: int
 
 
-def halo_window(lo: int, hi: int, length: int, edge_order: int, differentiated: bool = True):
-    """Input rows ``(w0, w1)`` that output rows ``[lo, hi)`` of an axis of ``length`` rows read.
-
-    Interior rows read one row either side; the first and last rows read two rows (first-order
-    edges) or three (second-order edges) at their end of the axis. Along an axis that is not
-    differentiated, each output row reads only its own row.
-    """
-    if not differentiated:
-        return lo, hi
-    w0, w1 = max(lo - 1, 0), min(hi + 1, length)
-    if edge_order == 2:
-        if lo == 0:
-            w1 = max(w1, min(3, length))
-        if hi == length:
-            w0 = min(w0, max(length - 3, 0))
-    return w0, w1
-
-
 def slab_schedule(
-    length: int, slab_rows: int, *, edge_order: int, differentiated: bool, slots: int
+    length: int, slab_rows: int, *, split_plan: AxisPlan | None, slots: int
 ) -> tuple[Slab, ...]:
     """Cut ``length`` rows into slabs of at most ``slab_rows`` rows, as even as possible.
 
-    Slab ``k`` uses slot ``k % slots``. Every output row belongs to exactly one slab.
+    Slab ``k`` uses slot ``k % slots``. Every output row belongs to exactly one slab. A slab's
+    window is what ``split_plan`` (the plan of the split axis, None when it is not differentiated)
+    reads for the slab's rows; on a periodic axis it may start below 0 or end past ``length``
+    (see :meth:`AxisPlan.spans`).
     """
     if length <= 0:
         return ()
@@ -184,7 +169,7 @@ def slab_schedule(
     slabs = []
     for k in range(count):
         lo, hi = bounds[k], bounds[k + 1]
-        w0, w1 = halo_window(lo, hi, length, edge_order, differentiated)
+        w0, w1 = (lo, hi) if split_plan is None else split_plan.window(lo, hi)
         slabs.append(Slab(k, lo, hi, w0, w1, k % slots))
     return tuple(slabs)
 
@@ -202,17 +187,17 @@ def slab_rows_for_budget(
     row_out_bytes: int,
     outputs: int,
     slots: int,
-    differentiated: bool,
+    halo_rows: int,
     target_bytes: int = SLAB_TARGET_BYTES,
 ) -> int:
     """Return the tallest slab whose buffers, in every slot, fit in ``budget`` bytes.
 
-    A slot holds a window of ``h + 2`` input rows (``h`` when the split axis is not differentiated)
-    and ``outputs`` output slabs of ``h`` rows. Slabs are also kept near ``target_bytes`` of input
+    A slot holds a window of ``h + halo_rows`` input rows (``halo_rows`` is 0 when the split axis is
+    not differentiated) and ``outputs`` output slabs of ``h`` rows. Slabs are also kept near ``target_bytes`` of input
     so that there are several to overlap. At least one row: a budget smaller than a one-row slab is
     exceeded rather than refused.
     """
-    halo = 2 if differentiated else 0
+    halo = halo_rows
     per_slot = budget // max(slots, 1)
     per_row = row_in_bytes + outputs * row_out_bytes
     by_budget = (per_slot - halo * row_in_bytes) // max(per_row, 1)
@@ -348,14 +333,15 @@ class CupyExecutor:
         stream, which would stall the pipeline.
         """
         cupy = self._cupy
-        prepared = []
-        for ap in axis_plans:
-            st = ap.interior
-            if st.kind == "comb" and any(isinstance(c, np.ndarray) and c.ndim for c in st.coef):
-                coef = tuple(cupy.asarray(c) if isinstance(c, np.ndarray) and c.ndim else c
-                             for c in st.coef)
-                ap = replace(ap, interior=replace(st, coef=coef))
-            prepared.append(ap)
+
+        def upload(w: Any) -> Any:
+            return cupy.asarray(w) if isinstance(w, np.ndarray) and w.ndim else w
+
+        prepared = [
+            replace(ap, regions=tuple(replace(r, weights=tuple(upload(w) for w in r.weights))
+                                      for r in ap.regions))
+            for ap in axis_plans
+        ]
         # The tables were queued on the caller's stream; the slot streams do not order after it.
         cupy.cuda.get_current_stream().synchronize()
         return prepared
@@ -506,7 +492,7 @@ def offload_gradient(
     axis_plans = [native_axis_plan(replace(ap, axis=where[ap.axis])) for ap in plan.axis_plans]
 
     length = f_mem.shape[split]
-    differentiated = any(ap.axis == split for ap in axis_plans)
+    split_plan = next((ap for ap in axis_plans if ap.axis == split), None)
     if slab_rows is None:
         per_row = f.size // length
         free = getattr(executor, "free_bytes", lambda: 1 << 62)
@@ -517,23 +503,18 @@ def offload_gradient(
             row_out_bytes=per_row * plan.out_dtype.itemsize,
             outputs=len(axis_plans),
             slots=executor.slots,
-            differentiated=differentiated,
+            halo_rows=0 if split_plan is None else 2 * split_plan.radius,
         )
-    schedule = slab_schedule(
-        length, slab_rows, edge_order=plan.edge_order, differentiated=differentiated,
-        slots=executor.slots,
-    )
+    schedule = slab_schedule(length, slab_rows, split_plan=split_plan, slots=executor.slots)
     run_pipeline(executor, axis_plans, plan.data_dtype, plan.out_dtype, f_mem, outs_mem, split,
                  schedule)
 
 
 def native_axis_plan(ap: AxisPlan) -> AxisPlan:
     """Return the axis plan with its compute dtypes in native byte order, the only one GPUs have."""
-    stencils = {
-        name: replace(st, dtype=st.dtype.newbyteorder("="))
-        for name, st in (("interior", ap.interior), ("left", ap.left), ("right", ap.right))
-    }
-    return replace(ap, **stencils)
+    return replace(
+        ap, regions=tuple(replace(r, dtype=r.dtype.newbyteorder("=")) for r in ap.regions)
+    )
 
 
 def run_pipeline(
@@ -554,6 +535,7 @@ def run_pipeline(
     if not schedule:
         return
     axis_plans = executor.prepare(axis_plans)
+    split_plan = next((ap for ap in axis_plans if ap.axis == split), None)
     slots = executor.slots
     capacity = window_capacity(schedule)
     slab_rows = max(s.hi - s.lo for s in schedule)
@@ -598,7 +580,13 @@ def run_pipeline(
                 unstage(slot)  # the slot's pinned buffers are free only once its download is done
             rows_in, rows_out = slab.w1 - slab.w0, slab.hi - slab.lo
             staged_in = _rows(host_in[slot], split, 0, rows_in)
-            host_copy(staged_in, _rows(f, split, slab.w0, slab.w1))
+            if split_plan is None:
+                host_copy(staged_in, _rows(f, split, slab.w0, slab.w1))
+            else:  # a periodic window is gathered from both ends of the axis
+                at = 0
+                for a, b in split_plan.spans(slab.w0, slab.w1):
+                    host_copy(_rows(staged_in, split, at, at + b - a), _rows(f, split, a, b))
+                    at += b - a
             window = _rows(dev_in[slot], split, 0, rows_in)
             executor.upload(slot, window, staged_in)
             dev_outs = [_rows(o, split, 0, rows_out) for o in dev_out[slot]]

@@ -17,52 +17,147 @@ from typing import Any, Literal
 
 import numpy as np
 
-from cugrad import _backend
+from cugrad import _backend, _stencils
 
-StencilKind = Literal["diff", "comb"]
+RegionKind = Literal["diff", "comb", "dsum"]
+Boundary = Literal["edge", "periodic"]
+ACCURACIES = (2, 4, 6, 8)
+BOUNDARIES = ("edge", "periodic")
 
 
-@dataclass(slots=True)
-class Stencil:
-    """The formula of one region (interior, first row, last row) of one axis.
+@dataclass(frozen=True, slots=True, eq=False)
+class Region:
+    """One formula applied to the rows ``[start, stop)`` of one axis: THE description of a stencil.
 
-    ``kind == "diff"``: ``(f[p] - f[q])`` is computed in the data dtype, then divided by ``coef[0]``
-    in ``dtype``. The interior uses ``p = i + 1, q = i - 1``; the first row ``p = 1, q = 0``; the last
-    row ``p = n - 1, q = n - 2``.
+    Every backend (NumPy, the CUDA kernels, their CPU emulation, dask and the streamed offload)
+    executes regions exactly as written here, and none of them derives a weight of its own.
+    ``i`` is the output row; ``f[i + o]`` is the input row ``o`` away along the axis (taken modulo
+    the axis length when ``wrap``). ``weights`` are scalars (Python floats stay weak under NEP 50,
+    numpy scalars are strong) or 1-D arrays over the region's rows (row ``i`` uses element
+    ``i - start``). ``dtype`` is the compute dtype: what NEP 50 makes of the data dtype and the
+    weights. The operation order:
 
-    ``kind == "comb"``: ``coef[0] * f[j0] + coef[1] * f[j1] + coef[2] * f[j2]``, every product and
-    sum in ``dtype``, left to right. The interior uses ``j = i - 1, i, i + 1`` with 1-D coefficient
-    arrays of length ``n - 2`` (row ``i`` uses element ``i - 1``); the first row ``j = 0, 1, 2``; the
-    last row ``j = n - 3, n - 2, n - 1``, with scalar coefficients.
+    ``"diff"`` (numpy's first difference), offsets ``(p, q)``, weights ``(d,)``:
+        ``(f[i+p] - f[i+q]) / d``; the subtraction in the data dtype, the division in ``dtype``.
+    ``"comb"`` (numpy's weighted sum), offsets ``(o0, o1, ...)``, one weight each:
+        ``((w0*f[i+o0] + w1*f[i+o1]) + w2*f[i+o2]) + ...``; every product and sum in ``dtype``.
+    ``"dsum"`` (cugrad's higher orders), offsets in pairs ``(p0, q0, p1, q1, ...)``, one weight a pair:
+        ``((w0*(f[i+p0] - f[i+q0]) + w1*(f[i+p1] - f[i+q1])) + ...``; each difference in the data
+        dtype, each product and sum in ``dtype``.
 
-    ``dtype`` is what NEP 50 makes of the data dtype and the coefficients; the result is rounded once
-    into the output dtype.
+    In every kind the result is rounded once into the output dtype. Complex data multiplies by real
+    weights promoted to complex (imaginary +0), as numpy does; float16 rounds after every operation,
+    as numpy's half loops do.
     """
 
-    kind: StencilKind
+    start: int
+    stop: int
+    kind: RegionKind
+    offsets: tuple[int, ...]
+    weights: tuple[Any, ...]
+    dtype: np.dtype
+    wrap: bool = False
+
+    @property
+    def pairs(self) -> tuple[tuple[int, int], ...]:
+        """``"diff"`` and ``"dsum"``: the ``(p, q)`` of each difference ``f[i+p] - f[i+q]``."""
+        return tuple(zip(self.offsets[0::2], self.offsets[1::2], strict=True))
+
+    def rows_read(self, lo: int, hi: int) -> tuple[int, int] | None:
+        """Input rows ``[a, b)`` that output rows ``[lo, hi)`` of this region read (None: no row)."""
+        r0, r1 = max(lo, self.start), min(hi, self.stop)
+        if r1 <= r0:
+            return None
+        return r0 + min(self.offsets), r1 + max(self.offsets)
+
+
+@dataclass(frozen=True, slots=True)
+class Stencil:
+    """A numpy-form region seen as numpy's (kind, coefficients, dtype) triple (see ``AxisPlan``)."""
+
+    kind: RegionKind
     coef: tuple[Any, ...]
     dtype: np.dtype
 
 
 @dataclass(slots=True)
 class AxisPlan:
-    """How one axis is differentiated.
+    """How one axis is differentiated: regions that cover its rows ``[0, length)`` exactly once.
+
+    ``regions`` are listed in the order numpy evaluates them (interior, then the first rows, then
+    the last rows), which decides which floating-point event is raised first under
+    ``np.errstate(all="raise")``. numpy's own forms always have three regions (the interior may
+    be empty); higher accuracy orders have one region per edge row; periodic axes have one wrapped
+    region.
 
     ``uniform`` is True for scalar spacing (given, or numpy's shortcut for evenly spaced coordinates)
     and False for coordinate arrays. It is None only for coordinates that live on a device: numpy's
     shortcut then cannot be decided without stalling the host, so the plan carries both variants,
-    ``interior/left/right`` for coordinate arrays and ``uniform_variant`` for the shortcut, and a
-    0-d device boolean ``uniform_flag`` that the kernel reads to choose between them.
+    ``regions`` for coordinate arrays and ``uniform_variant`` for the shortcut, and a 0-d device
+    boolean ``uniform_flag`` that the kernel reads to choose between them.
     """
 
     axis: int
     length: int
-    interior: Stencil
-    left: Stencil
-    right: Stencil
+    regions: tuple[Region, ...]
     uniform: bool | None
     uniform_variant: AxisPlan | None = None
     uniform_flag: Any = None
+    accuracy: int = 2
+    boundary: Boundary = "edge"
+
+    @property
+    def numpy_form(self) -> bool:
+        """numpy.gradient's own formulas (accuracy 2, one-sided edges)."""
+        return self.accuracy == 2 and self.boundary == "edge"
+
+    @property
+    def radius(self) -> int:
+        """How far from its output row any region reads."""
+        return max(max(abs(o) for o in r.offsets) for r in self.regions)
+
+    def window(self, lo: int, hi: int) -> tuple[int, int]:
+        """Input rows ``[w0, w1)`` that output rows ``[lo, hi)`` read.
+
+        On a periodic axis ``w0`` may be negative and ``w1`` may pass the length: row ``j`` then
+        stands for row ``j mod length`` (the window is contiguous in the periodic extension).
+        """
+        spans = [s for s in (r.rows_read(lo, hi) for r in self.regions) if s is not None]
+        if not spans:
+            return lo, lo
+        return min(a for a, _ in spans), max(b for _, b in spans)
+
+    def spans(self, w0: int, w1: int) -> list[tuple[int, int]]:
+        """Where the window rows ``[w0, w1)`` of :meth:`window` are: row ranges of the axis, in
+        order, whose concatenation is the window (one range unless the window wraps)."""
+        n = self.length
+        out = []
+        j = w0
+        while j < w1:
+            start = j % n
+            stop = min(n, start + (w1 - j))
+            out.append((start, stop))
+            j += stop - start
+        return out
+
+    # numpy's three regions under numpy's names, for code written against them.
+    @property
+    def interior(self) -> Stencil:
+        return self._numpy_region(0)
+
+    @property
+    def left(self) -> Stencil:
+        return self._numpy_region(1)
+
+    @property
+    def right(self) -> Stencil:
+        return self._numpy_region(2)
+
+    def _numpy_region(self, index: int) -> Stencil:
+        if not self.numpy_form:
+            raise AttributeError("only numpy-form axis plans have an interior/left/right triple")
+        r = self.regions[index]
+        return Stencil(r.kind, r.weights, r.dtype)
 
 
 @dataclass(slots=True)
@@ -79,6 +174,10 @@ class GradientPlan:
     @property
     def ndim(self) -> int:
         return len(self.shape)
+
+    @property
+    def numpy_form(self) -> bool:
+        return all(ap.numpy_form for ap in self.axis_plans)
 
 
 class Delegate(Exception):
@@ -130,11 +229,22 @@ _BOOL_SUBTRACT = (
 )
 
 
-def make_plan(f: Any, varargs: tuple[Any, ...], axis: Any, edge_order: Any) -> GradientPlan:
+def make_plan(
+    f: Any,
+    varargs: tuple[Any, ...],
+    axis: Any,
+    edge_order: Any,
+    *,
+    accuracy: Any = 2,
+    boundary: Any = "edge",
+    period: Any = None,
+) -> GradientPlan:
     """Validate numpy.gradient's arguments for the array ``f`` and describe the work.
 
     ``f`` is an ndarray (no subclass) or a device array with ``shape``, ``ndim`` and ``dtype``.
-    Raises numpy's exceptions in numpy's order, or :class:`Delegate`.
+    Raises numpy's exceptions in numpy's order, or :class:`Delegate`. ``accuracy``, ``boundary`` and
+    ``period`` are cugrad's options (see :func:`cugrad.gradient`); they are validated after
+    numpy's own arguments, so a call numpy rejects fails as numpy's does.
     """
     on_device = not isinstance(f, np.ndarray)
     shape = tuple(f.shape)
@@ -146,7 +256,7 @@ def make_plan(f: Any, varargs: tuple[Any, ...], axis: Any, edge_order: Any) -> G
     if n == 0:
         dx: list[Any] = [1.0] * len_axes
     elif n == 1 and _ndim(varargs[0]) == 0:
-        dx = list(varargs) * len_axes
+        dx = [_value_now(varargs[0])] * len_axes
     elif n == len_axes:
         dx = [
             _parse_distances(distances, shape[ax]) for distances, ax in zip(varargs, axes, strict=True)
@@ -160,30 +270,41 @@ def make_plan(f: Any, varargs: tuple[Any, ...], axis: Any, edge_order: Any) -> G
     if edge_order > 2:
         raise ValueError("'edge_order' greater than 2 not supported")
     first_order_edges = bool(edge_order == 1)
+    options = _stencils.parse_options(accuracy, boundary, period, axes, edge_order)
 
     data_dtype, out_dtype = data_and_out_dtypes(f.dtype, on_device)
 
     axis_plans = []
-    for ax, ax_dx in zip(axes, dx, strict=True):
+    for i, (ax, ax_dx) in enumerate(zip(axes, dx, strict=True)):
         length = shape[ax]
-        if length < edge_order + 1:
-            raise ValueError(
-                "Shape of array too small to calculate a numerical gradient, "
-                "at least (edge_order + 1) elements are required: "
-                f"axis {ax} has {length} elements and edge_order is {edge_order}."
+        option = options[i]
+        if not option.numpy_form:
+            coordinates = varargs[i] if n == len_axes and _ndim(varargs[i]) == 1 else None
+            axis_plans.append(
+                _stencils.extended_axis_plan(ax, length, ax_dx, coordinates, option, data_dtype,
+                                             out_dtype)
             )
-        if isinstance(ax_dx, _DeviceCoordinates):
-            if not on_device:
-                raise TypeError(
-                    f"the coordinates for axis {ax} are on a GPU but the array is on the host: "
-                    "pass both as numpy arrays, or both as device arrays"
-                )
-            axis_plans.append(_device_coordinate_axis(ax, length, ax_dx, data_dtype, out_dtype,
-                                                      first_order_edges))
         else:
-            axis_plans.append(_axis_plan(ax, length, ax_dx, data_dtype, out_dtype, first_order_edges))
+            if length < edge_order + 1:
+                raise ValueError(
+                    "Shape of array too small to calculate a numerical gradient, "
+                    "at least (edge_order + 1) elements are required: "
+                    f"axis {ax} has {length} elements and edge_order is {edge_order}."
+                )
+            if isinstance(ax_dx, _DeviceCoordinates):
+                if not on_device:
+                    raise TypeError(
+                        f"the coordinates for axis {ax} are on a GPU but the array is on the host: "
+                        "pass both as numpy arrays, or both as device arrays"
+                    )
+                axis_plans.append(_device_coordinate_axis(ax, length, ax_dx, data_dtype, out_dtype,
+                                                          first_order_edges))
+            else:
+                axis_plans.append(
+                    _axis_plan(ax, length, ax_dx, data_dtype, out_dtype, first_order_edges)
+                )
         if f.dtype.kind == "b" and any(
-            s.kind == "diff" for s in (axis_plans[-1].interior, axis_plans[-1].left, axis_plans[-1].right)
+            r.kind in ("diff", "dsum") for r in axis_plans[-1].regions
         ):
             # Device bool data (host bool data is numpy.gradient's own): numpy's products with
             # coefficient arrays accept bool, its differences (f[p] - f[q]) do not.
@@ -197,6 +318,18 @@ def make_plan(f: Any, varargs: tuple[Any, ...], axis: Any, edge_order: Any) -> G
         out_dtype=out_dtype,
         axis_plans=tuple(axis_plans),
     )
+
+
+def _value_now(spacing: Any) -> Any:
+    """A 0-d numeric array spacing as the numpy scalar it holds now.
+
+    numpy.gradient reads a 0-d array while it computes; the array may be a view into ``out=``, which
+    the backends write before they read every coefficient, so the plan keeps the value, not the
+    array. A numpy scalar promotes exactly as the 0-d array does (both are "strong" under NEP 50).
+    """
+    if type(spacing) is np.ndarray and spacing.ndim == 0 and spacing.dtype.kind in "biufc":
+        return spacing[()]
+    return spacing
 
 
 @dataclass(slots=True)
@@ -213,7 +346,7 @@ def _parse_distances(distances: Any, length: int) -> Any:
     original = distances
     distances = np.asanyarray(distances)
     if distances.ndim == 0:
-        return original  # numpy keeps the object itself, so Python floats stay weak
+        return _value_now(original)  # numpy keeps the object itself, so Python floats stay weak
     if distances.ndim != 1:
         raise ValueError("distances must be either scalars or 1d")
     if len(distances) != length:
@@ -289,26 +422,30 @@ def _is_plain_scalar(value: Any) -> bool:
 def _axis_plan(ax, length, ax_dx, data_dtype, out_dtype, first_order_edges) -> AxisPlan:
     """numpy.gradient's per-axis coefficients, evaluated exactly as numpy evaluates them."""
     uniform = _ndim(ax_dx) == 0
+    n = length
     if uniform:
         divisor = 2.0 * ax_dx
         if not _is_plain_scalar(divisor):
             raise Delegate
-        interior = Stencil("diff", (divisor,), _compute_dtype(data_dtype, out_dtype, divisor))
+        interior = Region(1, n - 1, "diff", (1, -1), (divisor,),
+                          _compute_dtype(data_dtype, out_dtype, divisor))
     else:
         dx1 = ax_dx[0:-1]
         dx2 = ax_dx[1:]
         a = -(dx2) / (dx1 * (dx1 + dx2))
         b = (dx2 - dx1) / (dx1 * dx2)
         c = dx1 / (dx2 * (dx1 + dx2))
-        interior = Stencil("comb", (a, b, c), _compute_dtype(data_dtype, out_dtype, a, b, c))
+        interior = Region(1, n - 1, "comb", (-1, 0, 1), (a, b, c),
+                          _compute_dtype(data_dtype, out_dtype, a, b, c))
 
     if first_order_edges:
         dx_0 = ax_dx if uniform else ax_dx[0]
         dx_n = ax_dx if uniform else ax_dx[-1]
         if not (_is_plain_scalar(dx_0) and _is_plain_scalar(dx_n)):
             raise Delegate
-        left = Stencil("diff", (dx_0,), _compute_dtype(data_dtype, out_dtype, dx_0))
-        right = Stencil("diff", (dx_n,), _compute_dtype(data_dtype, out_dtype, dx_n))
+        left = Region(0, 1, "diff", (1, 0), (dx_0,), _compute_dtype(data_dtype, out_dtype, dx_0))
+        right = Region(n - 1, n, "diff", (0, -1), (dx_n,),
+                       _compute_dtype(data_dtype, out_dtype, dx_n))
     else:
         if uniform:
             a = -1.5 / ax_dx
@@ -327,7 +464,8 @@ def _axis_plan(ax, length, ax_dx, data_dtype, out_dtype, first_order_edges) -> A
                 f"index {length} is out of bounds for axis {ax} with size {length} (an edge_order "
                 "other than 1 asks for second-order edges, which need 3 elements)"
             )
-        left = Stencil("comb", (a, b, c), _compute_dtype(data_dtype, out_dtype, a, b, c))
+        left = Region(0, 1, "comb", (0, 1, 2), (a, b, c),
+                      _compute_dtype(data_dtype, out_dtype, a, b, c))
         if uniform:
             a = 0.5 / ax_dx
             b = -2.0 / ax_dx
@@ -338,10 +476,11 @@ def _axis_plan(ax, length, ax_dx, data_dtype, out_dtype, first_order_edges) -> A
             a = (dx2) / (dx1 * (dx1 + dx2))
             b = -(dx2 + dx1) / (dx1 * dx2)
             c = (2.0 * dx2 + dx1) / (dx2 * (dx1 + dx2))
-        right = Stencil("comb", (a, b, c), _compute_dtype(data_dtype, out_dtype, a, b, c))
-        if not all(_is_plain_scalar(v) for s in (left, right) for v in s.coef):
+        right = Region(n - 1, n, "comb", (-2, -1, 0), (a, b, c),
+                       _compute_dtype(data_dtype, out_dtype, a, b, c))
+        if not all(_is_plain_scalar(v) for r in (left, right) for v in r.weights):
             raise Delegate
-    return AxisPlan(ax, length, interior, left, right, uniform=bool(uniform))
+    return AxisPlan(ax, length, (interior, left, right), uniform=bool(uniform))
 
 
 def _device_coordinate_axis(ax, length, coords, data_dtype, out_dtype, first_order_edges) -> AxisPlan:
@@ -358,11 +497,8 @@ def _device_coordinate_axis(ax, length, coords, data_dtype, out_dtype, first_ord
     return AxisPlan(
         ax,
         length,
-        coord_plan.interior,
-        coord_plan.left,
-        coord_plan.right,
+        coord_plan.regions,
         uniform=None,
         uniform_variant=uniform_plan,
         uniform_flag=flag,
     )
-
