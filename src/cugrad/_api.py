@@ -27,6 +27,9 @@ def gradient(
     *varargs: Any,
     axis: int | Sequence[int] | None = None,
     edge_order: int = 1,
+    accuracy: int = 2,
+    boundary: str | Sequence[str] = "edge",
+    period: float | Sequence[float | None] | None = None,
     out: Any = None,
     stack: bool = False,
     backend: BackendArg = None,
@@ -35,7 +38,8 @@ def gradient(
 
     Second-order accurate central differences in the interior and first- or second-order one-sided
     differences at the boundaries, on the CPU (NumPy) or on an NVIDIA GPU (CuPy). The result has the
-    same shape and dtype as numpy.gradient's and the same bits.
+    same shape and dtype as numpy.gradient's and the same bits. Options numpy lacks (``accuracy``,
+    ``boundary``, ``period``) keep numpy's behaviour at their defaults.
 
     Parameters
     ----------
@@ -53,6 +57,21 @@ def gradient(
     edge_order : {1, 2}, optional
         Accuracy of the one-sided differences at the boundaries. numpy's rules apply: only values
         greater than 2 are rejected, and any value other than 1 gives second-order edges.
+        Applies to ``accuracy=2``; leave it at its default with higher accuracies.
+    accuracy : {2, 4, 6, 8}, optional
+        Order of the finite differences. 2 (the default) is numpy.gradient. ``p >= 4`` uses central
+        stencils of ``p+1`` points and, in the first and last ``p/2`` rows, off-centre stencils of
+        the same width, so every row has order ``p``; coordinate arrays get the weights of the
+        polynomial through the ``p+1`` points (Fornberg). Needs at least ``p+1`` points per axis.
+    boundary : {"edge", "periodic"} or sequence of them, optional
+        ``"edge"`` (the default): one-sided differences at the ends, as numpy. ``"periodic"``: every
+        row uses the central stencil with indices wrapped around the axis. One string for every
+        differentiated axis, or one per axis in ``axis`` order.
+    period : float or sequence of (float or None), optional
+        The domain length of periodic axes given by coordinate arrays (required there): the
+        coordinate after the last one is the first plus ``period``, e.g. 360 for longitudes in
+        degrees. One number for all such axes, or one entry per axis (None for the others).
+        With scalar spacing the wrap distance is the spacing.
     out : ndarray or tuple of ndarray, optional
         Where to write the result: what the call would return (one array for one axis, a tuple of one
         array per axis), or with ``stack=True`` one array of shape ``(len(axes),) + f.shape``. Each
@@ -89,7 +108,12 @@ def gradient(
     -----
     Inputs that numpy handles through special code (datetime64, timedelta64, object, bool and string
     dtypes, masked arrays, ``np.matrix`` and other subclasses) are computed by numpy.gradient itself on
-    the NumPy backend, so their results and exceptions are numpy's.
+    the NumPy backend, so their results and exceptions are numpy's. The options numpy lacks need
+    numeric data and real spacing (``TypeError`` otherwise).
+
+    The operation order of every stencil (which differences, products and sums, in which order, in
+    which dtype) is defined once (``cugrad._plan.Region``; README, "Accuracy orders and periodic
+    boundaries"), and every backend gives the same bits.
 
     Examples
     --------
@@ -105,14 +129,22 @@ def gradient(
            [1. , 1. , 1. ]])
     >>> cugrad.gradient(np.arange(12.0).reshape(3, 4), stack=True).shape
     (2, 3, 4)
+    >>> cugrad.gradient(np.arange(6.0) ** 4, accuracy=4)   # exact for polynomials of degree <= 4
+    array([  0.,   4.,  32., 108., 256., 500.])
+    >>> cugrad.gradient(np.array([0.0, 1.0, 0.0, -1.0]), boundary="periodic")
+    array([ 1.,  0., -1.,  0.])
     """
     name = _backend.requested_backend(backend)
+    options = {}
+    if accuracy != 2 or boundary != "edge" or period is not None:
+        options = {"accuracy": accuracy, "boundary": boundary, "period": period}
     if (
         type(f) is np.ndarray
         and f.size < NUMPY_GRADIENT_BELOW
         and out is None
         and stack is False
         and name != "cupy"
+        and not options
     ):
         # Small arrays: call overhead dominates, and numpy.gradient's own code is the shortest exact
         # path; slabs and threads only pay for themselves on larger arrays.
@@ -126,11 +158,13 @@ def gradient(
         pass  # the common case skips the probes below (small-input overhead matters)
     elif _backend.is_torch_tensor(f):
         return _extension("_interop").torch_gradient(
-            f, varargs, axis=axis, edge_order=edge_order, out=out, stack=stack, backend=name
+            f, varargs, axis=axis, edge_order=edge_order, out=out, stack=stack, backend=name,
+            **options
         )
     elif _backend.is_dask_array(f):
         return _extension("_dask").dask_gradient(
-            f, varargs, axis=axis, edge_order=edge_order, out=out, stack=stack, backend=name
+            f, varargs, axis=axis, edge_order=edge_order, out=out, stack=stack, backend=name,
+            **options
         )
     elif _backend.is_foreign_cuda_array(f):
         f = _extension("_interop").as_cupy(f)
@@ -141,7 +175,7 @@ def gradient(
                 'backend="numpy" was asked for a GPU array; cugrad never moves device arrays to the '
                 "host silently: use backend=\"cupy\" (or None), or copy it yourself with f.get()"
             )
-        return _run_on_device(f, varargs, axis, edge_order, out, stack)
+        return _run_on_device(f, varargs, axis, edge_order, out, stack, options)
 
     f = like = np.asanyarray(f)
     if type(f) is np.memmap:
@@ -149,12 +183,22 @@ def gradient(
         # allocate them from the memmap, but read the data through a plain view.
         f = f.view(np.ndarray)
     elif type(f) is not np.ndarray:
+        _refuse_options_for_numpy(options, f)
         return _run_numpy_gradient(f, varargs, axis, edge_order, out, stack)
-    if f.size < NUMPY_GRADIENT_BELOW and out is None and not stack and name != "cupy":
+    if (f.size < NUMPY_GRADIENT_BELOW and out is None and not stack and name != "cupy"
+            and not options):
         return np.gradient(like, *varargs, axis=axis, edge_order=edge_order)  # as above
     try:
-        plan = make_plan(f, varargs, axis, edge_order)
+        plan = make_plan(f, varargs, axis, edge_order, **options)
     except Delegate:
+        _refuse_options_for_numpy(options, f)
+        return _run_numpy_gradient(like, varargs, axis, edge_order, out, stack)
+    except (ValueError, TypeError, IndexError, ZeroDivisionError):
+        if options or not f.size or not _numpy_backend.fp_events_raise():
+            raise
+        # numpy computes axis after axis and would meet a floating-point event (raised under
+        # np.errstate or warnings-as-errors) before the error found in a later axis or coefficient;
+        # numpy.gradient itself raises what numpy raises.
         return _run_numpy_gradient(like, varargs, axis, edge_order, out, stack)
 
     if name == "cupy" or (name == "auto" and _offload_wanted(plan, f)):
@@ -173,6 +217,16 @@ def gradient(
         return result
     _numpy_backend.execute(plan, f, outs)
     return result
+
+
+def _refuse_options_for_numpy(options: dict[str, Any], f: Any) -> None:
+    """The options numpy lacks cannot be handed to numpy.gradient's special code."""
+    if options:
+        raise TypeError(
+            "accuracy, boundary and period need numeric data (integer, float or complex) and real "
+            f"spacing; got an array of dtype {getattr(f, 'dtype', None)} or spacing numpy.gradient treats "
+            "through special code (a masked, subclassed, complex or timedelta spacing)"
+        )
 
 
 def _extension(module: str) -> Any:
@@ -194,13 +248,15 @@ def _offload_wanted(plan: GradientPlan, f: np.ndarray) -> bool:
     )
 
 
-def _run_on_device(f, varargs, axis, edge_order, out, stack):
+def _run_on_device(f, varargs, axis, edge_order, out, stack, options=None):
     import cupy
 
+    options = options or {}
     with f.device:
         try:
-            plan = make_plan(f, varargs, axis, edge_order)
+            plan = make_plan(f, varargs, axis, edge_order, **options)
         except Delegate:
+            _refuse_options_for_numpy(options, f)
             # The host path hands these inputs to numpy.gradient; a device array has no numpy to
             # go to, so compute numpy's result here, or raise a TypeError that says what to do.
             return _run_delegated_on_device(f, varargs, axis, edge_order, out, stack, cupy)

@@ -28,6 +28,7 @@ def torch_gradient(
     out: Any,
     stack: bool,
     backend: str,
+    **options: Any,
 ) -> Any:
     """``cugrad.gradient`` of a torch tensor, returning torch tensors on the tensor's device.
 
@@ -59,7 +60,7 @@ def torch_gradient(
 
     _refuse_autograd(torch, f, varargs, out)
     _numpy_dtype(f.dtype)  # a dtype without an equivalent fails here, with a clear message
-    kwargs = {"axis": axis, "edge_order": edge_order, "stack": stack, "backend": backend}
+    kwargs = {"axis": axis, "edge_order": edge_order, "stack": stack, "backend": backend, **options}
     if f.device.type == "cpu":
         return _torch_cpu(torch, f, varargs, out, kwargs)
     if f.device.type == "cuda":
