@@ -118,6 +118,54 @@ def test_saving_never_overwrites(tmp_path):
     assert second.with_suffix(".md").exists()
 
 
+def test_cugrad_bench_saves_nothing_without_out(tmp_path, monkeypatch, capsys):
+    # Neither the working directory nor a checkout (run from inside one here) gets files.
+    from cugrad import _cli
+
+    results = REPO / "benchmarks" / "results"
+    before = sorted(results.iterdir()) if results.is_dir() else []
+    monkeypatch.chdir(tmp_path)
+    rc = _cli.main(["bench", "--impls", "numpy", "--cases", "overhead-*", *TINY])
+    assert rc == 0
+    assert list(tmp_path.iterdir()) == []
+    assert (sorted(results.iterdir()) if results.is_dir() else []) == before
+    out = capsys.readouterr().out
+    assert "not saved (add --out DIR or --out FILE.json" in out
+    monkeypatch.chdir(REPO)
+    assert _cli.main(["bench", "--impls", "numpy", "--cases", "overhead-*", *TINY]) == 0
+    assert (sorted(results.iterdir()) if results.is_dir() else []) == before
+
+
+def test_out_as_a_json_file_name(tmp_path, capsys):
+    target = tmp_path / "run1.json"
+    rc = _bench.main(["--impls", "numpy", "--cases", "overhead-*", *TINY, "--out", str(target)])
+    assert rc == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run1.json", "run1.md"]
+    assert json.loads(target.read_text())["cases"]
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("existing.json", "exists"),
+        ("existing.txt", "exists and is not a directory"),
+        ("missing/run.json", "does not exist"),
+        ("missing-dir", "no such directory"),
+    ],
+)
+def test_bad_out_fails_at_once_and_creates_nothing(tmp_path, monkeypatch, capsys, where, message):
+    (tmp_path / "existing.json").write_text("{}")
+    (tmp_path / "existing.txt").write_text("keep me")
+    monkeypatch.setattr(_bench, "run_benchmarks", None)  # measuring would fail differently
+    rc = _bench.main(["--impls", "numpy", "--cases", "overhead-*", *TINY, "--out",
+                      str(tmp_path / where)])  # fmt: skip
+    assert rc == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("cugrad: error: --out ") and message in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing.json", "existing.txt"]
+    assert (tmp_path / "existing.txt").read_text() == "keep me"
+
+
 class _Perturbed(_bench.NumpyRunner):
     """A peer that adds ``delta`` to numpy's result and counts its calls."""
 
@@ -166,7 +214,8 @@ def test_inexact_cugrad_fails_the_run(monkeypatch, capsys):
     )
     assert rc == 1
     err = capsys.readouterr().err
-    assert "FAILED cugrad-numpy" in err and "not bit-identical" in err
+    assert "cugrad: error: cugrad-numpy FAILED" in err and "not bit-identical" in err
+    assert all(line.startswith("cugrad: error: ") for line in err.splitlines() if "FAILED" in line)
 
 
 @pytest.mark.skipif(_gpu_present(), reason="a GPU is present: GPU impls run instead of skipping")
@@ -187,7 +236,12 @@ def test_gpu_impls_are_skipped_with_a_reason_without_a_gpu():
             assert row["median_s"] is None and row["skipped_reason"] == info["reason"]
     assert all(r["median_s"] > 0 for r in _rows(doc, impl="numpy"))
     text = _bench.format_text(doc)
-    assert "cupy: skipped: " in text
+    # Which implementations were skipped and why, once per reason, naming what each measures.
+    skipped = [line for line in text.splitlines() if line.startswith("skipped ")]
+    reasons = {doc["impls"][n]["reason"] for n in ("cugrad", "cupy", "torch", "jax")}
+    assert len(skipped) == len(reasons)
+    assert any(line.startswith("skipped cugrad (cugrad on the GPU)") for line in skipped)
+    assert sum(line.count("cupy (cupy.gradient)") for line in skipped) == 1
 
 
 def test_case_lists_and_names():
@@ -231,6 +285,8 @@ def test_bad_options_are_usage_errors(capsys):
     assert _bench.main(["--impls", "numpy,nope", "--no-save"]) == 2
     assert _bench.main(["--cases", "no-such-case*", "--no-save"]) == 2
     assert _bench.main(["--repeat", "0", "--no-save"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and all(line.startswith("cugrad: error: ") for line in err)
     with pytest.raises(SystemExit) as exc:
         _bench.main(["--quick", "--full"])
     assert exc.value.code == 2
@@ -434,6 +490,7 @@ def test_gpu_code_paths_with_a_numpy_backed_fake_cupy(tmp_path, monkeypatch):
     assert rows[("3d-f32-64-uniform-all", "numpy")]["copy_fraction"] == pytest.approx(
         rows[("3d-f32-64-uniform-all", "numpy")]["gbps"] / doc["host_copy_gbps"]
     )
+    (tmp_path / "out").mkdir()
     path = _bench.save(doc, tmp_path / "out")
     assert path.name.startswith("fake-gpu-9000-")
 

@@ -45,6 +45,15 @@ from typing import Any
 import numpy as np
 
 IMPL_NAMES = ("cugrad", "cupy", "torch", "jax", "numpy", "cugrad-numpy")
+# What each name measures, for the lines that say what was skipped.
+IMPL_DESCRIPTIONS = {
+    "cugrad": "cugrad on the GPU",
+    "cupy": "cupy.gradient",
+    "torch": "torch.gradient on CUDA",
+    "jax": "jnp.gradient on a GPU",
+    "numpy": "numpy.gradient",
+    "cugrad-numpy": "cugrad's NumPy backend",
+}
 _REFERENCE_IMPL = {"gpu": "cugrad", "cpu": "cugrad-numpy"}
 _SHORT_DTYPE = {"float32": "f32", "float64": "f64"}
 # One scalar for every axis; not a power of two, so that a division and a multiplication by the
@@ -1054,8 +1063,7 @@ def run_benchmarks(settings: Settings) -> dict[str, Any]:
         runner, reason, load_failed[name] = _load(name)
         runners[name] = runner
         if runner is None:
-            reasons[name] = reason or "unavailable"
-            _log(f"skipping {name}: {reasons[name]}")
+            reasons[name] = reason or "unavailable"  # said once, below the table
             sides[name] = "gpu" if name in ("cugrad", "cupy", "torch", "jax") else "cpu"
         else:
             sides[name] = runner.side
@@ -1217,10 +1225,21 @@ def _footer_lines(doc: dict[str, Any]) -> list[str]:
         "'time / cugrad' is this row's median over cugrad's on the same case "
         "(cugrad-numpy for CPU rows); GB/s counts each input and output once."
     ]
+    return lines + skipped_lines(doc)
+
+
+def skipped_lines(doc: dict[str, Any]) -> list[str]:
+    """One line per reason: which implementations were skipped (and what they are), and why."""
+    by_reason: dict[str, list[str]] = {}
     for name, info in doc["impls"].items():
         if not info["available"]:
-            lines.append(f"{name}: skipped: {info['reason']}")
-    return lines
+            by_reason.setdefault(info["reason"], []).append(name)
+    return [
+        "skipped "
+        + ", ".join(f"{n} ({IMPL_DESCRIPTIONS.get(n, n)})" for n in names)
+        + f": {reason}"
+        for reason, names in by_reason.items()
+    ]
 
 
 def format_text(doc: dict[str, Any]) -> str:
@@ -1267,18 +1286,58 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def save(doc: dict[str, Any], out_dir: Path) -> Path:
-    """Write ``<out>/<device-slug>-<date>.json`` and the ``.md`` beside it; never overwrite."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    slug = _slug(doc["gpu"]["name"]) if doc.get("gpu") else _cpu_slug()
-    stem = f"{slug}-{doc['date']}"
-    path, k = out_dir / f"{stem}.json", 2
-    while path.exists() or path.with_suffix(".md").exists():
-        path, k = out_dir / f"{stem}-{k}.json", k + 1
+def save(doc: dict[str, Any], out: Path) -> Path:
+    """Write the result as JSON plus a ``.md`` table beside it; return the JSON path.
+
+    ``out`` is an existing directory (the files are named ``<device-slug>-<date>[-k].json`` and
+    never overwrite anything) or a ``.json`` file name in an existing directory (refused if it or
+    its ``.md`` exists). No directory is ever created.
+    """
+    path = _result_path(doc, out)
     text = json.dumps(_finite(doc), indent=2, default=_json_default, allow_nan=False)
-    path.write_text(text + "\n", encoding="utf-8")
-    path.with_suffix(".md").write_text(format_markdown(doc), encoding="utf-8")
+    for target, content in ((path, text + "\n"), (path.with_suffix(".md"), format_markdown(doc))):
+        # "x": exclusive creation, so that a file that appeared meanwhile is never replaced.
+        with open(target, "x", encoding="utf-8") as fh:
+            fh.write(content)
     return path
+
+
+def _result_path(doc: dict[str, Any], out: Path) -> Path:
+    if out.is_dir():
+        slug = _slug(doc["gpu"]["name"]) if doc.get("gpu") else _cpu_slug()
+        stem = f"{slug}-{doc['date']}"
+        path, k = out / f"{stem}.json", 2
+        while path.exists() or path.with_suffix(".md").exists():
+            path, k = out / f"{stem}-{k}.json", k + 1
+        return path
+    problem = check_out(out)
+    if problem:
+        raise OutError(problem)
+    return out
+
+
+class OutError(ValueError):
+    """``--out`` names a place the results cannot be written to; the message says why."""
+
+
+def check_out(out: Path) -> str | None:
+    """Why results cannot be written to ``out`` (an existing directory or a new .json), or None."""
+    if out.is_dir():
+        return None
+    if out.suffix != ".json":
+        if out.exists():
+            return f"--out {out} exists and is not a directory; give a directory or a new .json file"
+        return (
+            f"--out {out}: no such directory (cugrad bench creates none); give an existing "
+            "directory or a .json file name"
+        )
+    for target in (out, out.with_suffix(".md")):
+        if os.path.lexists(target):
+            return f"--out {out}: {target} exists; choose another name (results never overwrite)"
+    parent = out.parent
+    if not parent.is_dir():
+        return f"--out {out}: directory {parent} does not exist (cugrad bench creates none)"
+    return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1317,11 +1376,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         "--out",
         type=Path,
         default=None,
-        metavar="DIR",
-        help="where results go (default: benchmarks/results in a cugrad "
-        "checkout, else the working directory)",
+        metavar="DIR|FILE.json",
+        help="save the results: into an existing directory as <device>-<date>.json and .md, or "
+        "as FILE.json and FILE.md (new files in an existing directory); default: print only",
     )
-    parser.add_argument("--no-save", action="store_true", help="print only, write no files")
+    parser.add_argument(
+        "--no-save", action="store_true", help="print only, even when --out is given"
+    )
     # For tests and smoke runs: shrink every gradient case, and the limit for full-array checks.
     parser.add_argument("--size-override", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--check-limit-mb", type=float, default=1024, help=argparse.SUPPRESS)
@@ -1338,19 +1399,19 @@ def run(args: argparse.Namespace) -> int:
     impls = [s.strip() for s in str(getattr(args, "impls", "")).split(",") if s.strip()]
     unknown = [n for n in impls if n not in IMPLS]
     if not impls or unknown:
-        print(
-            f"cugrad bench: unknown implementation(s) {unknown or impls}; "
-            f"choose from {', '.join(IMPLS)}",
-            file=sys.stderr,
-        )
-        return 2
+        what = f"unknown implementation(s) {', '.join(unknown)}" if unknown else "no implementation"
+        return _usage_error(f"--impls: {what}; choose from {', '.join(IMPLS)}")
     patterns = [p.strip() for p in (getattr(args, "cases", None) or "").split(",") if p.strip()]
     full = bool(getattr(args, "full", False)) or (
         bool(patterns) and not getattr(args, "quick", False)
     )
     if getattr(args, "repeat", None) is not None and args.repeat < 1:
-        print("cugrad bench: --repeat must be at least 1", file=sys.stderr)
-        return 2
+        return _usage_error(f"--repeat must be at least 1, got {args.repeat}")
+    save_to = None if getattr(args, "no_save", False) else getattr(args, "out", None)
+    if save_to is not None:
+        problem = check_out(save_to)
+        if problem:  # before minutes of measuring, not after
+            return _usage_error(problem)
     settings = Settings(
         full=full,
         patterns=patterns,
@@ -1361,43 +1422,57 @@ def run(args: argparse.Namespace) -> int:
         check_limit_bytes=int(getattr(args, "check_limit_mb", 1024) * _MiB),
     )
     if not _select_cases(full, patterns, None):
-        print(f"cugrad bench: no case matches {patterns}", file=sys.stderr)
-        return 2
+        return _usage_error(f"--cases: no case matches {', '.join(patterns)}")
     doc = run_benchmarks(settings)
     sys.stdout.write(format_text(doc))
-    if not getattr(args, "no_save", False):
-        out = settings.out
-        if out is None:
-            repo = find_repo_root()
-            out = repo / "benchmarks" / "results" if repo else Path.cwd()
-        path = save(doc, out)
+    if save_to is not None:
+        try:
+            path = save(doc, save_to)
+        except (OutError, OSError) as exc:
+            print(f"cugrad: error: cannot save the results: {exc}", file=sys.stderr)
+            return 1
         print(f"saved {path} and {path.with_suffix('.md').name}")
+    elif not getattr(args, "no_save", False):
+        print("not saved (add --out DIR or --out FILE.json to keep the results)")
     bad = [
         r
         for r in doc["cases"]
         if r["impl"] in _REFERENCE_IMPL.values() and r["median_s"] is None and "error" in r
     ]
     for r in bad:
-        print(f"FAILED {r['impl']} on {r['case']}: {r['error']}", file=sys.stderr)
+        print(f"cugrad: error: {r['impl']} FAILED on {r['case']}: {r['error']}", file=sys.stderr)
     broken = [
         n
         for n, info in doc["impls"].items()
         if n in _REFERENCE_IMPL.values() and info["load_failed"]
     ]
     for n in broken:
-        print(f"FAILED {n}: {doc['impls'][n]['reason']}", file=sys.stderr)
+        print(f"cugrad: error: {n} FAILED: {doc['impls'][n]['reason']}", file=sys.stderr)
     if bad or broken or not any(r["median_s"] for r in doc["cases"]):
         return 1
     return 0
 
 
+def _usage_error(message: str) -> int:
+    print(f"cugrad: error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python benchmarks/run.py``."""
+    """Entry point of ``python benchmarks/run.py``.
+
+    Unlike ``cugrad bench``, the script saves by default: into ``benchmarks/results`` of the
+    checkout it is run from, the folder the benchmark log (``benchmarks/NOTES.md``) refers to.
+    """
     parser = configure_parser(
         argparse.ArgumentParser(
             prog="benchmarks/run.py", description="Benchmark cugrad.gradient against its peers."
         )
     )
+    repo = find_repo_root(Path(__file__).resolve().parent)
+    results = repo / "benchmarks" / "results" if repo else None
+    if results is not None and results.is_dir():
+        parser.set_defaults(out=results)
     return run(parser.parse_args(argv))
 
 
