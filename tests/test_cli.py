@@ -8,6 +8,7 @@ Every compute result is compared with numpy.gradient run here on the same data.
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import importlib.util
 import json
 import re
@@ -942,9 +943,46 @@ def test_info_without_a_gpu(capsys) -> None:
     assert f"numpy         {np.__version__}" in out
     assert "no GPU is usable" in out
     assert re.search(r"for a numpy array\s+numpy \(CPU, \d+ threads?\)", out)
-    assert "kernel cache:" in out
     if importlib.util.find_spec("cupy") is None:
         assert "cupy          not installed" in out
+        assert "kernel cache" not in out  # CuPy's cache means nothing without CuPy
+    else:
+        assert "kernel cache:" in out
+
+
+def test_info_without_cupy_has_no_kernel_cache_line() -> None:
+    from cugrad import _info
+
+    facts = _info.collect()
+    facts.update(cupy=None, cuda_runtime=None, cuda_driver=None, devices=[])
+    report = _info.format_report(facts)
+    assert "cupy          not installed" in report
+    assert "kernel cache" not in report
+    facts["cupy"] = "13.99.0"
+    assert "kernel cache:" in _info.format_report(facts)
+
+
+def test_info_reports_the_optional_packages_present(capsys, monkeypatch) -> None:
+    from cugrad import _info
+
+    installed = {"torch": "2.99.0", "xarray": "2099.1.0", "matplotlib": "9.9.9"}
+
+    def version(name):
+        if name in installed:
+            return installed[name]
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(_info.importlib.metadata, "version", version)
+    code, out, _ = run_cli(capsys, "info")
+    assert code == 0
+    assert "  torch         2.99.0" in out
+    assert "  xarray        2099.1.0" in out
+    assert "  matplotlib    9.9.9" in out
+    assert not re.search(r"^\s+(dask|tqdm)\s", out, re.MULTILINE)  # absent ones are not listed
+    code, out, _ = run_cli(capsys, "info", "--json")
+    assert json.loads(out)["optional"] == {
+        "torch": "2.99.0", "dask": None, "xarray": "2099.1.0", "tqdm": None, "matplotlib": "9.9.9"
+    }  # fmt: skip
 
 
 def test_info_json(capsys, monkeypatch, tmp_path) -> None:

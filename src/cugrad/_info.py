@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -23,6 +24,9 @@ import cugrad
 from cugrad import _backend, _numpy_backend
 
 DEFAULT_CUPY_CACHE_DIR = "~/.cupy/kernel_cache"  # CuPy's default when CUPY_CACHE_DIR is unset
+# Optional packages cugrad works with, by distribution name; their versions are read from the
+# installed metadata, so that reporting them imports none of them (torch alone takes seconds).
+OPTIONAL_PACKAGES = ("torch", "dask", "xarray", "tqdm", "matplotlib")
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -80,6 +84,7 @@ def collect() -> dict[str, Any]:
         "gpu_reason": reason,
         "devices": [],
         "numpy_backend": numpy_backend_description(),
+        "optional": optional_versions(),
     }
     if importlib.util.find_spec("cupy") is not None:
         facts.update(_cupy_facts())
@@ -91,6 +96,17 @@ def collect() -> dict[str, Any]:
     backend_env = os.environ.get(_backend.ENV_VAR)
     facts["backend_env"] = backend_env
     return facts
+
+
+def optional_versions() -> dict[str, str | None]:
+    """The installed version of each optional package cugrad works with (None when absent)."""
+    versions: dict[str, str | None] = {}
+    for name in OPTIONAL_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
 
 
 def _cupy_facts() -> dict[str, Any]:
@@ -183,6 +199,9 @@ def format_report(facts: dict[str, Any]) -> str:
         lines.append(f"  cupy          {facts['cupy']}")
         lines.append(f"  CUDA runtime  {facts['cuda_runtime'] or 'unknown'}")
         lines.append(f"  CUDA driver   {facts['cuda_driver'] or 'unknown'}")
+    for name, version in facts.get("optional", {}).items():
+        if version is not None:
+            lines.append(f"  {name:<13} {version}")
 
     lines.append("")
     if facts["gpu_usable"]:
@@ -205,10 +224,11 @@ def format_report(facts: dict[str, Any]) -> str:
         lines.append(f"  note: {facts['auto']['note']}")
 
     lines.append("")
-    how = "from CUPY_CACHE_DIR" if facts["kernel_cache_from_env"] else "CuPy's default"
-    files = facts["kernel_cache_files"]
-    state = "does not exist yet" if files is None else f"{files} files"
-    lines.append(f"kernel cache:   {facts['kernel_cache_dir']} ({how}; {state})")
+    if facts["cupy"] is not None:  # CuPy's kernel cache means nothing without CuPy
+        how = "from CUPY_CACHE_DIR" if facts["kernel_cache_from_env"] else "CuPy's default"
+        files = facts["kernel_cache_files"]
+        state = "does not exist yet" if files is None else f"{files} files"
+        lines.append(f"kernel cache:   {facts['kernel_cache_dir']} ({how}; {state})")
     lines.append(f"NumPy backend:  {facts['numpy_backend']}")
     return "\n".join(lines)
 
