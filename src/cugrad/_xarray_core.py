@@ -57,11 +57,11 @@ def _lookup(obj: xr.Dataset | xr.DataArray, coord: Hashable) -> xr.Variable:
     if isinstance(obj, xr.DataArray):
         names = set(obj.coords) | {_THIS_ARRAY}
         found = coord in obj.coords or coord in obj.dims or coord == _THIS_ARRAY
-        get = (lambda: obj.variable) if coord == _THIS_ARRAY else (lambda: obj[coord].variable)
+        stored = obj.coords.variables
     else:
         names = set(obj.variables)
         found = coord in obj.variables or coord in obj.dims
-        get = lambda: obj[coord].variable  # noqa: E731
+        stored = obj.variables
     if not found:
         known = sorted((str(n) for n in names.union(obj.dims) if n != _THIS_ARRAY))
         raise ValueError(
@@ -69,7 +69,12 @@ def _lookup(obj: xr.Dataset | xr.DataArray, coord: Hashable) -> xr.Variable:
             "pass the name of a 1-D coordinate or of a dimension (a dimension without a "
             "coordinate means unit spacing)"
         )
-    variable = get()
+    if coord == _THIS_ARRAY and isinstance(obj, xr.DataArray):
+        variable = obj.variable
+    elif coord in stored:
+        variable = stored[coord]
+    else:  # a dimension without a coordinate: xarray's default, 0, 1, 2, ...
+        variable = obj[coord].variable
     if variable.ndim != 1:
         raise ValueError(
             f"Coordinate {coord} must be 1 dimensional but is {variable.ndim} dimensional: "
@@ -119,10 +124,24 @@ def _assemble(obj: Any, new: Mapping[Hashable, xr.Variable], coords: Mapping[Has
     """``obj`` with the variables in ``new`` replaced (no attrs, as xarray's differentiate gives)."""
     if isinstance(obj, xr.DataArray):
         (variable,) = new.values()
-        result = xr.DataArray(variable, coords=obj.coords, name=obj.name)
+        if variable.dims == obj.dims:
+            # differentiate: a shallow copy around the new data is much cheaper than building a
+            # DataArray (which copies every coordinate); xarray's result has no attrs/encoding.
+            result = obj.copy(deep=False, data=variable.data)
+            result.attrs, result.encoding = {}, {}
+        else:
+            result = xr.DataArray(variable, coords=obj.coords, name=obj.name)
     else:
-        result = obj.copy(deep=False)
-        result.update(new)
+        if any(v.dims != obj.variables[k].dims for k, v in new.items()):
+            result = obj.copy(deep=False)
+            result.update(new)
+        else:
+            # differentiate: swap the data of each new variable (Dataset.update would realign
+            # everything); the attrs and encoding go, as xarray's new Variables have none.
+            data = {k: new[k].data if k in new else v.data for k, v in obj.data_vars.items()}
+            result = obj.copy(deep=False, data=data)
+            for k in new:
+                result.variables[k].attrs, result.variables[k].encoding = {}, {}
     return result.assign_coords(coords) if coords else result
 
 
