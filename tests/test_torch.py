@@ -410,3 +410,32 @@ def test_as_cupy_picks_the_protocol(monkeypatch, obj, protocol):
     monkeypatch.setattr(_backend, "require_gpu", lambda: None)
     assert _interop.as_cupy(obj) is obj
     assert fake.calls == [(protocol, obj)]
+
+
+# --------------------------------------------------------------------------------------------------
+# torch's stream as a CuPy stream: Stream.from_external, not the deprecated ExternalStream
+# --------------------------------------------------------------------------------------------------
+
+
+class _TorchStreamStandIn:
+    """What _torch_cuda reads of ``torch.cuda.current_stream()``: the raw handle."""
+
+    cuda_stream = 0  # the legacy default stream: CuPy wraps it without touching a device
+
+
+@pytest.mark.filterwarnings("error")
+def test_torch_stream_becomes_a_cupy_stream_without_a_deprecation_warning():
+    cupy = pytest.importorskip("cupy")
+    if not hasattr(cupy.cuda.Stream, "from_external"):
+        pytest.skip(f"CuPy {cupy.__version__} predates Stream.from_external (cugrad needs 14.2)")
+    stream = _interop.cupy_stream_of(cupy, _TorchStreamStandIn())  # -W error: a warning fails
+    assert isinstance(stream, cupy.cuda.Stream) and stream.ptr == 0
+
+
+def test_the_torch_cuda_path_uses_the_stream_protocol(monkeypatch):
+    import inspect
+
+    source = inspect.getsource(_interop._torch_cuda)
+    assert "cupy_stream_of(cupy, stream)" in source and "ExternalStream" not in source
+    handle = _interop._StreamHandle(type("S", (), {"cuda_stream": 12345})())
+    assert handle.__cuda_stream__() == (0, 12345)

@@ -169,7 +169,7 @@ def _torch_cuda(torch: Any, f: Any, varargs: tuple[Any, ...], out: Any, kwargs: 
     device = f.device
     stream = torch.cuda.current_stream(device)
     # The work goes on torch's current stream, so DLPack needs no synchronisation either way.
-    with cupy.cuda.Device(device.index), cupy.cuda.ExternalStream(stream.cuda_stream, device.index):
+    with cupy.cuda.Device(device.index), cupy_stream_of(cupy, stream):
 
         def as_cupy_view(t: Any) -> Any:
             return cupy.from_dlpack(_resolved(t))
@@ -181,6 +181,29 @@ def _torch_cuda(torch: Any, f: Any, varargs: tuple[Any, ...], out: Any, kwargs: 
         result = gradient(f_cp, *spacing, out=out_arrays, **kwargs)
         _bump_versions(torch, out_tensors)
         return _wrap(result, out_arrays, out_tensors, torch.from_dlpack)
+
+
+class _StreamHandle:
+    """A CUDA stream as the CUDA stream protocol presents it (``__cuda_stream__``).
+
+    torch streams have the protocol only from torch 2.6 on; this adapter serves every torch the
+    extra accepts. It keeps the torch stream alive as long as CuPy holds the adapter.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def __cuda_stream__(self) -> tuple[int, int]:
+        return 0, int(self.stream.cuda_stream)
+
+
+def cupy_stream_of(cupy: Any, torch_stream: Any) -> Any:
+    """A CuPy stream for torch's stream, without a copy or a synchronisation.
+
+    ``cupy.cuda.Stream.from_external`` (CuPy >= 14), not ``cupy.cuda.ExternalStream``: CuPy 14
+    deprecates the latter, so it warned on every torch-CUDA call and failed under ``-W error``.
+    """
+    return cupy.cuda.Stream.from_external(_StreamHandle(torch_stream))
 
 
 def _resolved(t: Any) -> Any:
