@@ -675,19 +675,39 @@ def test_cupy_backed_result_stays_on_the_gpu(edge_order: int) -> None:
 # ---------------------------------------------------------------------------
 
 
-def _readme_xarray_example() -> str:
+def _readme_xarray_blocks() -> list[str]:
     text = README.read_text()
-    section = text.split("## xarray", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```python\n(.*?)```", section, re.S)[0]
+    section = text.split("\n## xarray\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
 
 
-@pytest.mark.skipif(not README.exists(), reason="README.md is not next to the tests")
-@needs_gradient_options
+needs_readme = pytest.mark.skipif(not README.exists(), reason="README.md is not next to the tests")
+
+
+@needs_readme
+@needs_dask
 def test_readme_xarray_example_runs() -> None:
     namespace: dict[str, Any] = {}
-    exec(compile(_readme_xarray_example(), "README.md (xarray)", "exec"), namespace)
-    temp, dT_dlon = namespace["temp"], namespace["dT_dlon"]
-    lon = temp["lon"].values
-    expected = cugrad.gradient(temp.values, lon, axis=temp.get_axis_num("lon"),
+    exec(compile(_readme_xarray_blocks()[0], "README.md (xarray)", "exec"), namespace)
+    temp = namespace["temp"]
+    assert_exact(namespace["dT_dlat"], temp.differentiate("lat"))
+    assert_exact(namespace["dT_dt"], temp.differentiate("time", datetime_unit="h"))
+    assert isinstance(namespace["lazy"].data, dsa.Array)
+    assert_exact(namespace["lazy"], temp.differentiate("lat"))
+
+
+@needs_readme
+@needs_gradient_options
+def test_readme_xarray_periodic_example_runs() -> None:
+    blocks = _readme_xarray_blocks()
+    namespace: dict[str, Any] = {}
+    exec(compile(blocks[0] + blocks[1], "README.md (xarray)", "exec"), namespace)
+    temp, dT_dlon, grad = namespace["temp"], namespace["dT_dlon"], namespace["grad"]
+    expected = cugrad.gradient(temp.values, temp["lon"].values, axis=2,
                                boundary="periodic", period=360)  # fmt: skip
-    np.testing.assert_array_equal(dT_dlon.values, expected)
+    np.testing.assert_array_equal(dT_dlon.values, expected, strict=True)
+    assert grad.dims == ("gradient", "time", "lat", "lon")
+    np.testing.assert_array_equal(grad.sel(gradient="lon").values, expected, strict=True)
+    np.testing.assert_array_equal(
+        grad.sel(gradient="lat").values, temp.differentiate("lat").values, strict=True
+    )
