@@ -2,14 +2,18 @@
 
 Two uses:
 
-* With ``archs`` (for example ``(70, 80, 90)``) it needs no GPU and no driver, only the NVRTC
-  library (the ``nvidia-cuda-nvrtc-cu12`` wheel, ``pip install "cugrad[nvrtc]"``, or a CUDA
-  toolkit): NVRTC is driven directly through ctypes, every fast-path instantiation and the device
-  code of every general-path kernel are compiled for each architecture, and any error is reported
-  with NVRTC's log. CI uses this to check the kernels on machines without a GPU.
-* Without ``archs`` on a GPU machine it fills CuPy's kernel cache for the present device: every
-  fast-path function is compiled through CuPy, and every general-path ElementwiseKernel is built
-  by launching it once on tiny arrays, so that later calls start without compiling.
+* With ``archs`` (for example ``(75, 80, 90)``, or ``"supported"`` for every architecture cugrad
+  targets that the installed NVRTC supports, from ``nvrtcGetSupportedArchs``) it needs no GPU and no
+  driver, only the NVRTC library (the ``nvidia-cuda-nvrtc-cu12`` wheel, the ``nvrtc`` extra, or a
+  CUDA toolkit): NVRTC is driven directly through ctypes, every fast-path instantiation and the
+  device code of every general-path kernel are compiled for each architecture, and any error is
+  reported with NVRTC's log. This proves that the kernels compile; it does not fill CuPy's kernel
+  cache (CuPy keys its cache on its own code strings, options and NVRTC, and compiles for the
+  device it runs on). CI uses it to check the kernels on machines without a GPU.
+* Without ``archs`` on a GPU machine it fills CuPy's kernel cache for the present device, through
+  CuPy and the backend's own kernel factory (so the cache keys are the ones later calls look up):
+  every fast-path function is compiled, and every general-path ElementwiseKernel is built by
+  launching it once on tiny arrays. With CuPy >= 14.2 later processes then start without compiling.
 
 The options are the ones the backend gives CuPy (``cugrad._kernels.COMPILE_OPTIONS``) plus the
 architecture, as CuPy passes it (``-arch=sm_XX``).
@@ -33,7 +37,11 @@ import numpy as np
 
 from cugrad import _kernels
 
-DEFAULT_ARCHS: tuple[int, ...] = (70, 75, 80, 86, 89, 90)
+# The GPU generations cugrad targets, Volta to Blackwell. Each check compiles only those the
+# installed NVRTC supports (nvrtcGetSupportedArchs): CUDA 13's NVRTC and ptxas dropped sm_70 and
+# sm_72, and sm_100/sm_120 arrived with CUDA 12.8.
+TARGET_ARCHS: tuple[int, ...] = (70, 75, 80, 86, 89, 90, 100, 120)
+SUPPORTED = "supported"  # as an --arch value: every target architecture this NVRTC supports
 
 
 # ------------------------------------------------------------------------------------------------
@@ -147,6 +155,15 @@ class NVRTC:
             return text, ptx
         finally:
             self.lib.nvrtcDestroyProgram(ctypes.byref(prog))
+
+
+def default_archs(nvrtc: NVRTC | None = None) -> list[int]:
+    """The target architectures (:data:`TARGET_ARCHS`) that the installed NVRTC can compile for.
+
+    Raises :class:`NVRTCError` if NVRTC cannot be loaded.
+    """
+    supported = set((nvrtc or NVRTC()).supported_archs())
+    return [a for a in TARGET_ARCHS if a in supported]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -333,10 +350,13 @@ def compile_kernels(archs: Iterable[int | str] | None = None) -> CompileReport:
 
     Parameters
     ----------
-    archs : iterable of int or str, optional
-        GPU architectures such as ``(70, 80, 90)`` or ``("sm_90",)``. Given, the kernels are
-        compiled with NVRTC alone: no GPU, no driver, no CuPy needed. Omitted, CuPy compiles them
-        for the current GPU and stores them in its kernel cache.
+    archs : iterable of int or str, or "supported", optional
+        GPU architectures such as ``(75, 80, 90)`` or ``("sm_90",)``, or ``"supported"`` for every
+        architecture of :data:`TARGET_ARCHS` that the installed NVRTC supports. Given, the kernels
+        are compiled with NVRTC alone (no GPU, no driver, no CuPy needed): a check that they
+        compile, which does not fill CuPy's kernel cache. Omitted, CuPy compiles them for the
+        current GPU and stores them in its kernel cache, where later calls (and, with CuPy >= 14.2,
+        later processes) find them.
 
     Returns
     -------
@@ -348,7 +368,8 @@ def compile_kernels(archs: Iterable[int | str] | None = None) -> CompileReport:
     NVRTCError
         If NVRTC cannot be loaded or a kernel fails to compile (the message holds NVRTC's log).
     RuntimeError
-        Without ``archs``, if CuPy or a usable GPU is missing.
+        Without ``archs``, if CuPy or a usable GPU is missing (the message says what ``archs``
+        does instead).
 
     Examples
     --------
@@ -358,16 +379,31 @@ def compile_kernels(archs: Iterable[int | str] | None = None) -> CompileReport:
     ['sm_90']
     """
     if archs is not None:
-        return compile_with_nvrtc(list(archs))
+        if isinstance(archs, str) and archs.strip().lower() == SUPPORTED:
+            archs = [SUPPORTED]
+        archs = list(archs)
+        if any(isinstance(a, str) and a.strip().lower() == SUPPORTED for a in archs):
+            nvrtc = NVRTC()
+            return compile_with_nvrtc(default_archs(nvrtc), nvrtc)
+        return compile_with_nvrtc(archs)
     from cugrad import _backend
 
     usable, reason = _backend.gpu_status()
     if not usable:
-        raise RuntimeError(
-            f"compiling for the current GPU needs CuPy and a usable GPU ({reason}); "
-            "to check the kernels without a GPU, name architectures: --arch 80,90"
-        )
+        raise RuntimeError(no_gpu_message(reason))
     return fill_cupy_cache()
+
+
+def no_gpu_message(reason: str) -> str:
+    """What ``cugrad compile`` without ``--arch`` says where no GPU is usable."""
+    return (
+        "without --arch, cugrad compile fills CuPy's kernel cache for this machine's GPU (so that "
+        "later calls and processes start without compiling); that needs CuPy and a usable GPU, "
+        f"and none is usable here: {reason}. Run it where the GPU is (in a container: at "
+        "container start, with CUPY_CACHE_DIR on a volume). --arch LIST (e.g. --arch 80,90), or "
+        "--arch alone for every architecture this NVRTC supports, only checks with NVRTC that "
+        "every kernel compiles: no GPU needed, and CuPy's cache is not filled"
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -376,9 +412,11 @@ def compile_kernels(archs: Iterable[int | str] | None = None) -> CompileReport:
 
 
 def _parse_archs(text: str) -> list[str]:
+    if text.strip().lower() == SUPPORTED:
+        return [SUPPORTED]
     archs = [a.strip() for a in text.split(",") if a.strip()]
     if not archs:
-        raise argparse.ArgumentTypeError("give architectures such as 70,80,90")
+        raise argparse.ArgumentTypeError("give architectures such as 75,80,90, or 'supported'")
     for a in archs:
         digits = a.lower().removeprefix("sm_").removeprefix("compute_")
         if not digits.isdigit():
@@ -389,12 +427,16 @@ def _parse_archs(text: str) -> list[str]:
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``cugrad compile``."""
     parser.description = (
-        "Compile every cugrad kernel. With --arch, NVRTC compiles them for those architectures "
-        "(no GPU needed); without, CuPy compiles them for this machine's GPU and caches them."
+        "Compile every cugrad kernel. Without --arch, CuPy compiles them for this machine's GPU "
+        "and stores them in its kernel cache (CUPY_CACHE_DIR), so later calls and processes start "
+        "without compiling; this needs the GPU. With --arch, NVRTC alone compiles them for those "
+        "architectures: a check that needs no GPU and does not fill CuPy's cache."
     )
     parser.add_argument(
-        "--arch", type=_parse_archs, default=None, metavar="LIST",
-        help="comma-separated GPU architectures, e.g. 70,75,80,86,89,90 (default: the current GPU)",
+        "--arch", type=_parse_archs, default=None, nargs="?", const=[SUPPORTED], metavar="LIST",
+        help="check with NVRTC for these comma-separated architectures, e.g. 80,90; alone (or "
+        "'supported'): every architecture of " + ",".join(map(str, TARGET_ARCHS))
+        + " that the installed NVRTC supports. Without --arch: fill CuPy's cache for this GPU",
     )
     parser.add_argument("--quiet", action="store_true", help="print only the summary line")
 
@@ -413,7 +455,16 @@ def run(args: argparse.Namespace) -> int:
             print(f"warning: {line}")
     print(f"cugrad compile: {len(report.variants)} kernels x {len(report.archs)} "
           f"architecture(s) ({', '.join(report.archs)}) compiled in {report.seconds:.1f} s")
+    if args.arch is not None:
+        print("cugrad compile: a compile check with NVRTC; CuPy's kernel cache is filled only by "
+              "`cugrad compile` without --arch, on the GPU machine")
+    else:
+        print(f"cugrad compile: stored in CuPy's kernel cache ({_cache_dir()})")
     return 0
+
+
+def _cache_dir() -> str:
+    return os.path.expanduser(os.environ.get("CUPY_CACHE_DIR") or "~/.cupy/kernel_cache")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
