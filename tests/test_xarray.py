@@ -399,6 +399,12 @@ def test_dask_dataset_keeps_lazy_variables_lazy() -> None:
     for name in ("temp", "count", "series", "stamp"):
         assert isinstance(result[name].data, dsa.Array), name
     assert_exact(result, ds.compute().differentiate("lat"))
+    # along a datetime coordinate, with a datetime data variable ("stamp"), still lazy
+    ds = ds.chunk({"time": 3})
+    with dask.config.set(scheduler=_forbid_compute):
+        result = ds.cugrad.differentiate("time", datetime_unit="m")
+    assert isinstance(result["stamp"].data, dsa.Array)
+    assert_exact(result, ds.compute().differentiate("time", datetime_unit="m"))
 
 
 # ---------------------------------------------------------------------------
@@ -477,6 +483,19 @@ def test_gradient_dataset_zero_along_missing_dims_and_lazy() -> None:
     assert_exact(
         g["series"].sel(gradient="time", drop=True), ds.differentiate("time")["series"]
     )
+
+
+def test_gradient_dataset_every_dim_by_default() -> None:
+    ds = make_dataset(21)
+    g = ds.cugrad.gradient(edge_order=2)
+    assert g["gradient"].values.tolist() == list(ds.sizes)
+    for name in ds.sizes:
+        expected = ds.differentiate(name, edge_order=2)
+        for var in ("temp", "count", "series", "stamp"):
+            if name in ds[var].dims:
+                assert_exact(g[var].sel(gradient=name, drop=True), expected[var])
+    assert g.attrs == ds.attrs
+    assert list(g.variables)[: len(ds.variables)] == list(ds.variables)
 
 
 def test_gradient_bad_input() -> None:
@@ -575,7 +594,13 @@ def test_options_against_cugrad_gradient(accuracy: int, boundary: str, kind: str
     if boundary == "periodic" and kind != "none":
         period = float(coord[-1] - coord[0]) + 0.5  # the wrap spacing is 0.5
     kwargs = {"accuracy": accuracy, "boundary": boundary, "period": period}
-    expected = cugrad.gradient(da.values, coord, axis=0, **kwargs)
+    # a dimension without a coordinate is differentiated against xarray's 0, 1, 2, ... (as
+    # xarray's differentiate does), so the bare-array call gets the same coordinate array
+    expected, error = outcome(lambda: cugrad.gradient(da.values, coord, axis=0, **kwargs))
+    if error is not None:
+        with pytest.raises(type(error)):
+            da.cugrad.differentiate("d0", **kwargs)
+        return
     actual = da.cugrad.differentiate("d0", **kwargs)
     np.testing.assert_array_equal(actual.values, expected, strict=True)
     assert actual.dims == da.dims and actual.name == da.name
