@@ -219,3 +219,19 @@ def test_gpu_status_refuses_an_old_cupy(monkeypatch):
         assert _backend.gpu_status() == (True, "CuPy sees a usable CUDA device")
     finally:
         _backend.gpu_status.cache_clear()
+
+
+def test_the_cuda_extras_bring_the_toolkit_at_the_cupy_floor():
+    # The extras and the runtime check agree on the floor, and pull NVRTC and the CUDA headers
+    # ([ctk]) that CuPy 14 needs at its first compile.
+    import re
+    from pathlib import Path
+
+    from cugrad import _backend
+
+    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    floor = ".".join(map(str, _backend.MIN_CUPY_VERSION))
+    for extra, package in (("cuda12", "cupy-cuda12x"), ("cuda13", "cupy-cuda13x")):
+        line = re.search(rf"^{extra} = \[(.*)\]$", text, re.M)
+        assert line, f"no {extra} extra"
+        assert line.group(1) == f'"{package}[ctk]>={floor}"'
