@@ -88,6 +88,7 @@ def collect() -> dict[str, Any]:
     }
     if importlib.util.find_spec("cupy") is not None:
         facts.update(_cupy_facts())
+    facts["toolkit"] = toolkit_facts()
     facts["auto"] = _auto_choices(usable)
     cache, from_env = kernel_cache_dir()
     facts["kernel_cache_dir"] = cache
@@ -135,6 +136,64 @@ def _cupy_facts() -> dict[str, Any]:
     return facts
 
 
+def toolkit_facts() -> dict[str, Any]:
+    """Whether the CUDA headers and the NVRTC library that kernels compile with are found.
+
+    CuPy 14 needs both at its first compile (the NVIDIA driver alone has neither); cugrad's
+    ``compile --arch`` check needs NVRTC. Found without a GPU, and without importing CuPy.
+    """
+    return {"cuda_headers": _cuda_headers(), "nvrtc": _nvrtc()}
+
+
+def _cuda_headers() -> dict[str, Any]:
+    try:
+        from cuda.pathfinder import find_nvidia_header_directory  # what CuPy 14 asks
+    except ImportError:
+        pass
+    else:
+        try:
+            found = find_nvidia_header_directory("cudart")
+        except Exception as exc:  # noqa: BLE001 - a lookup failure is a fact to report
+            return {"path": None, "how": f"cuda-pathfinder failed: {_first_line(exc)}"}
+        if found:
+            return {"path": str(found), "how": "cuda-pathfinder, as CuPy looks them up"}
+        return {"path": None, "how": "cuda-pathfinder (as CuPy looks them up) found none"}
+    for base in (os.environ.get("CUDA_PATH"), os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
+        if base and (Path(base) / "include" / "cuda_runtime.h").is_file():
+            return {"path": str(Path(base) / "include"),
+                    "how": "CUDA_PATH, CUDA_HOME or /usr/local/cuda"}
+    return {"path": None, "how": "not in CUDA_PATH, CUDA_HOME or /usr/local/cuda"}
+
+
+def _nvrtc() -> dict[str, Any]:
+    from cugrad import _compile
+
+    try:
+        nvrtc = _compile.NVRTC()
+        major, minor = nvrtc.version()
+        archs = _compile.default_archs(nvrtc)
+    except Exception as exc:  # noqa: BLE001 - NVRTCError, or a broken library
+        return {"path": None, "version": None, "archs": [], "error": _first_line(exc)}
+    return {"path": nvrtc.path, "version": f"{major}.{minor}", "archs": archs}
+
+
+def format_toolkit(toolkit: dict[str, Any]) -> list[str]:
+    """The report's lines on the CUDA headers and NVRTC."""
+    headers, nvrtc = toolkit["cuda_headers"], toolkit["nvrtc"]
+    missing = f"CuPy cannot compile kernels without them; {_backend.CUDA_INSTALL_HINT}"
+    lines = ["", "kernel compilation (CuPy needs both at its first compile):"]
+    if headers["path"]:
+        lines.append(f"  CUDA headers  found: {headers['path']} ({headers['how']})")
+    else:
+        lines.append(f"  CUDA headers  NOT FOUND ({headers['how']}): {missing}")
+    if nvrtc["path"]:
+        archs = ", ".join(f"sm_{a}" for a in nvrtc["archs"]) or "none of cugrad's targets"
+        lines.append(f"  NVRTC         {nvrtc['version']} found: {nvrtc['path']} ({archs})")
+    else:
+        lines.append(f"  NVRTC         NOT FOUND ({nvrtc.get('error')}): {missing}")
+    return lines
+
+
 def _device_facts(runtime: Any, index: int) -> dict[str, Any]:
     props = runtime.getDeviceProperties(index)
     name = props.get("name", b"?")
@@ -157,16 +216,21 @@ def _auto_choices(gpu_usable: bool) -> dict[str, str]:
     # What backend=None/"auto" does with each array kind, as the library decides it.
     host = numpy_backend_description()
     try:
-        offload = importlib.import_module("cugrad._offload")
-        threshold = offload.auto_threshold_bytes()
-    except (ImportError, AttributeError):
-        offload_note = None
+        threshold = _backend.offload_threshold_bytes()
+    except ValueError as exc:  # a bad CUGRAD_OFFLOAD_MIN_BYTES: say so rather than crash
+        offload_note = f"; {exc}"
     else:
-        offload_note = (
-            f"; arrays of {_format_bytes(threshold)} or more go to the GPU"
-            if gpu_usable
-            else f"; it would send arrays of {_format_bytes(threshold)} or more to a usable GPU"
-        )
+        if threshold is None:  # offload is opt-in
+            offload_note = (
+                f"; never sent to a GPU (set {_backend.OFFLOAD_ENV_VAR} to stream large ones "
+                'through it, or pass backend="cupy")'
+            )
+        elif gpu_usable:
+            offload_note = f"; arrays of {_format_bytes(threshold)} or more go to the GPU"
+        else:
+            offload_note = (
+                f"; it would send arrays of {_format_bytes(threshold)} or more to a usable GPU"
+            )
     choices = {
         "numpy array": host + (offload_note or ""),
         "cupy array": "cupy (the array's GPU)" if gpu_usable else "cupy (needs a usable GPU)",
@@ -215,6 +279,8 @@ def format_report(facts: dict[str, Any]) -> str:
             lines.append(f"  device {device['index']}: cannot query ({device['error']})")
         else:
             lines.append(f"  device {device['index']}: {gpu_description(device)}")
+    if "toolkit" in facts:
+        lines.extend(format_toolkit(facts["toolkit"]))
 
     lines.append("")
     lines.append('backend="auto" chooses:')
