@@ -52,8 +52,9 @@ def dask_gradient(
     of coordinates are refused: ``.compute()`` them first.
 
     ``out=`` is not supported (dask arrays are immutable; store the result with ``da.store``), nor
-    are the dtypes numpy.gradient treats through special code (datetime64, timedelta64, object,
-    bool, strings): both raise ``TypeError``.
+    are the dtypes numpy.gradient treats through special code that has no blockwise equivalent
+    (object, bool, strings): both raise ``TypeError``. datetime64 and timedelta64 data give
+    timedelta64 results, computed with numpy's own timedelta loops, as numpy.gradient's.
     """
     device_chunks = _backend.is_cupy_array(f._meta)
     if device_chunks and backend == "numpy":
@@ -74,7 +75,7 @@ def dask_gradient(
     spacing = tuple(_host_spacing(v, i) for i, v in enumerate(varargs))
     try:
         plan = make_plan(_stand_in(f.shape, f.dtype, device_chunks), spacing, axis, edge_order,
-                         **options)
+                         temporal=not device_chunks, **options)
     except Delegate:
         raise TypeError(
             f"cugrad does not differentiate dask arrays of dtype {f.dtype} (numpy.gradient treats "
@@ -190,6 +191,8 @@ def _gradient_block(
     else:
         xp, compute_rows = np, _numpy_backend.compute_rows
     window = pieces[0] if len(pieces) == 1 else xp.concatenate(pieces, axis=k)
+    if window.dtype.kind == "M":
+        window = window.view(out_dtype)  # numpy differences datetimes as timedeltas of one unit
     if not window.dtype.isnative:
         window = window.astype(window.dtype.newbyteorder("="))  # the ufunc loops need native data
     shape = window.shape[:k] + (hi - lo,) + window.shape[k + 1 :]

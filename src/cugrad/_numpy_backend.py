@@ -231,8 +231,10 @@ def _comb(o: np.ndarray, coef: tuple[Any, ...], fs: list[np.ndarray], dtype: np.
     # numpy: a*f0 + b*f1 + c*f2, products and sums in the compute dtype, rounded once into o. The
     # dtype argument matters for integer data, which numpy has converted to float64 beforehand.
     last = len(fs) - 1
-    t = np.empty(o.shape, dtype)
-    acc = o if o.dtype == dtype else np.empty(o.shape, dtype)
+    if dtype.kind == "m":
+        dtype = None  # timedelta64: numpy's own loops (real x timedelta -> timedelta), no forcing
+    t = np.empty(o.shape, o.dtype if dtype is None else dtype)
+    acc = o if dtype is None or o.dtype == dtype else np.empty(o.shape, dtype)
     np.multiply(coef[0], fs[0], out=acc, dtype=dtype)
     for j in range(1, last + 1):
         np.multiply(coef[j], fs[j], out=t, dtype=dtype)

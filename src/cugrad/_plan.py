@@ -238,13 +238,16 @@ def make_plan(
     accuracy: Any = 2,
     boundary: Any = "edge",
     period: Any = None,
+    temporal: bool = False,
 ) -> GradientPlan:
     """Validate numpy.gradient's arguments for the array ``f`` and describe the work.
 
     ``f`` is an ndarray (no subclass) or a device array with ``shape``, ``ndim`` and ``dtype``.
     Raises numpy's exceptions in numpy's order, or :class:`Delegate`. ``accuracy``, ``boundary`` and
     ``period`` are cugrad's options (see :func:`cugrad.gradient`); they are validated after
-    numpy's own arguments, so a call numpy rejects fails as numpy's does.
+    numpy's own arguments, so a call numpy rejects fails as numpy's does. ``temporal=True`` plans
+    datetime64/timedelta64 data as numpy computes it (timedelta64 results, numpy's own formulas)
+    for callers that execute it with the NumPy backend's ufuncs (dask) instead of delegating.
     """
     on_device = not isinstance(f, np.ndarray)
     shape = tuple(f.shape)
@@ -272,7 +275,14 @@ def make_plan(
     first_order_edges = bool(edge_order == 1)
     options = _stencils.parse_options(accuracy, boundary, period, axes, edge_order)
 
-    data_dtype, out_dtype = data_and_out_dtypes(f.dtype, on_device)
+    if temporal and f.dtype.kind in "mM":
+        # numpy views datetime64 data as the timedelta64 of the same unit, which it also returns.
+        data_dtype = out_dtype = np.dtype(f.dtype.str.replace("M8", "m8"))
+        if not all(o.numpy_form for o in options):
+            raise TypeError("accuracy, boundary and period need numeric data (integer, float or "
+                            f"complex), got dtype {f.dtype}")
+    else:
+        data_dtype, out_dtype = data_and_out_dtypes(f.dtype, on_device)
 
     axis_plans = []
     for i, (ax, ax_dx) in enumerate(zip(axes, dx, strict=True)):
@@ -388,6 +398,12 @@ def _parse_device_distances(distances: Any, length: int) -> Any:
 
 def _compute_dtype(data_dtype: np.dtype, out_dtype: np.dtype, *coefs: Any) -> np.dtype:
     """NEP 50: Python scalars are weak, numpy scalars and arrays are strong."""
+    if data_dtype.kind == "m":
+        # timedelta data: numpy's products and quotients with real coefficients stay timedelta64.
+        if all(_is_plain_scalar(c) or (isinstance(c, np.ndarray) and c.dtype.kind in "iuf")
+               for c in coefs) and not any(np.iscomplexobj(c) for c in coefs):
+            return data_dtype
+        raise Delegate
     if all(type(c) is float for c in coefs):
         return _native(data_dtype)  # a weak float never changes a float or complex data dtype
     # Arrays (host or device, 0-d too) promote by their dtype; scalars go in as they are.
