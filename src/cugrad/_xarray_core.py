@@ -3,8 +3,9 @@
 ``differentiate`` follows xarray's ``Dataset.differentiate`` step by step (coordinate lookup and
 checks, datetime conversion, which variables are differentiated, how the result is assembled) and
 calls :func:`cugrad.gradient` where xarray calls ``numpy.gradient``/``dask.array.gradient``/
-``cupy.gradient``. The datetime conversion is xarray's own (``Variable._to_numeric``, the helper its
-``differentiate`` calls), so datetime64 and cftime coordinates give xarray's numbers by construction.
+``cupy.gradient``. The datetime conversion is xarray's own (``Variable._to_numeric``, the helper
+its ``differentiate`` calls), so datetime64 and cftime coordinates give xarray's numbers by
+construction.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ _THIS_ARRAY = "<this-array>"
 
 
 def _gradient_options(accuracy: Any, boundary: Any, period: Any) -> dict[str, Any]:
-    """The keyword arguments for :func:`cugrad.gradient`: only those that differ from its defaults.
+    """Return the options for :func:`cugrad.gradient` that differ from its defaults.
 
     Passing defaults explicitly would fail with a ``cugrad.gradient`` that predates them, so a
     default call works with every version; a non-default one that the installed version cannot
@@ -44,8 +45,9 @@ def _gradient_options(accuracy: Any, boundary: Any, period: Any) -> dict[str, An
         accepted = inspect.signature(cugrad.gradient).parameters
         missing = [name for name in options if name not in accepted]
         if missing:
+            names = ", ".join(f"{m}=" for m in missing)
             raise TypeError(
-                f"this version of cugrad.gradient does not take {', '.join(m + '=' for m in missing)} yet; "
+                f"this version of cugrad.gradient does not take {names} yet; "
                 "leave accuracy=2, boundary='edge' and period=None (xarray's differentiate), "
                 "or upgrade cugrad"
             )
@@ -53,7 +55,7 @@ def _gradient_options(accuracy: Any, boundary: Any, period: Any) -> dict[str, An
 
 
 def _lookup(obj: xr.Dataset | xr.DataArray, coord: Hashable) -> xr.Variable:
-    """The variable ``obj.differentiate(coord)`` differentiates against, checked as xarray checks it."""
+    """Return the variable ``obj.differentiate(coord)`` uses, checked as xarray checks it."""
     if isinstance(obj, xr.DataArray):
         names = set(obj.coords) | {_THIS_ARRAY}
         found = coord in obj.coords or coord in obj.dims or coord == _THIS_ARRAY
@@ -63,7 +65,7 @@ def _lookup(obj: xr.Dataset | xr.DataArray, coord: Hashable) -> xr.Variable:
         found = coord in obj.variables or coord in obj.dims
         stored = obj.variables
     if not found:
-        known = sorted((str(n) for n in names.union(obj.dims) if n != _THIS_ARRAY))
+        known = sorted(str(n) for n in names.union(obj.dims) if n != _THIS_ARRAY)
         raise ValueError(
             f"Coordinate {coord!r} not found in variables or dimensions {tuple(known)}: "
             "pass the name of a 1-D coordinate or of a dimension (a dimension without a "
@@ -121,7 +123,7 @@ def _data_variables(obj: xr.Dataset | xr.DataArray) -> dict[Hashable, xr.Variabl
 
 
 def _assemble(obj: Any, new: Mapping[Hashable, xr.Variable], coords: Mapping[Hashable, Any]):
-    """``obj`` with the variables in ``new`` replaced (no attrs, as xarray's differentiate gives)."""
+    """Return ``obj`` with the variables in ``new`` (no attrs, as xarray's differentiate gives)."""
     if isinstance(obj, xr.DataArray):
         (variable,) = new.values()
         if variable.dims == obj.dims:
@@ -192,7 +194,7 @@ def gradient(
     period: Any,
     new_dim: Hashable,
 ) -> Any:
-    """Every partial derivative along ``dims``, stacked along a new leading dimension ``new_dim``."""
+    """Return every partial derivative along ``dims``, stacked along a new leading ``new_dim``."""
     if dims is None:
         names: list[Hashable] = list(obj.dims) if isinstance(obj, xr.DataArray) else list(obj.sizes)
     elif isinstance(dims, str) or not isinstance(dims, Iterable):
@@ -201,8 +203,10 @@ def gradient(
         names = list(dims)
     if len(set(names)) != len(names):
         raise ValueError(f"dims {names!r} names a coordinate twice; give each once")
-    if new_dim in obj.dims or new_dim in obj.coords or (
-        isinstance(obj, xr.Dataset) and new_dim in obj.variables
+    if (
+        new_dim in obj.dims
+        or new_dim in obj.coords
+        or (isinstance(obj, xr.Dataset) and new_dim in obj.variables)
     ):
         raise ValueError(
             f"new_dim={new_dim!r} is already a dimension or variable of the input: "
@@ -211,7 +215,8 @@ def gradient(
     boundaries = _per_name(boundary, names, "edge", "boundary")
     periods = _per_name(period, names, None, "period")
     resolved = {n: _resolve(obj, n, datetime_unit) for n in names}
-    options = {n: _gradient_options(accuracy, boundaries[n], periods[n]) for n in names}
+    for n in names:  # refuse options this cugrad.gradient lacks before any work is done
+        _gradient_options(accuracy, boundaries[n], periods[n])
     by_dim: dict[Hashable, Hashable] = {}
     for n in names:
         other = by_dim.setdefault(resolved[n][0], n)
@@ -231,25 +236,29 @@ def gradient(
         if not present:
             continue
         datetime_like = _contains_datetime_like_objects(variable)
-        # One cugrad call per group of axes that share options (and, for datetime data, the unit
-        # its conversion uses): a single call computes all of them in one pass on the GPU.
+        # One cugrad call for all the axes (one pass over the data on the GPU), with per-axis
+        # boundaries and periods; datetime data is converted with each coordinate's unit, as
+        # differentiate converts it, so the axes are grouped by that unit.
         groups: dict[Any, list[Hashable]] = {}
         for n in present:
-            unit = resolved[n][2] if datetime_like else None
-            key = (unit, tuple(sorted(options[n].items(), key=lambda kv: kv[0])))
-            groups.setdefault(_hashable(key), []).append(n)
+            groups.setdefault(resolved[n][2] if datetime_like else None, []).append(n)
         partials: dict[Hashable, Any] = {}
         stacked = None
         for members in groups.values():
             data = _numeric_data(variable, resolved[members[0]][2])
             args = [resolved[n][1] for n in members]
             axes = tuple(variable.get_axis_num(resolved[n][0]) for n in members)
-            kwargs = dict(axis=axes, edge_order=edge_order, **options[members[0]])
+            options = _gradient_options(
+                accuracy,
+                _one_or_each([boundaries[n] for n in members]),
+                _one_or_each([periods[n] for n in members]),
+            )
+            kwargs = dict(axis=axes, edge_order=edge_order, **options)
             if len(groups) == 1 and members == names:
                 stacked = cugrad.gradient(data, *args, stack=True, **kwargs)
             else:
                 result = cugrad.gradient(data, *args, **kwargs)
-                partials.update(zip(members, result if len(members) > 1 else [result]))
+                partials.update(zip(members, result if len(members) > 1 else [result], strict=True))
         if stacked is None:
             zero = np.zeros_like(next(iter(partials.values())))
             # A variable without one of the dimensions is constant along it: its partial is 0.
@@ -261,9 +270,9 @@ def gradient(
     return _assemble(obj, new, coords) if new else obj.copy(deep=False).assign_coords(coords)
 
 
-def _hashable(value: Any) -> Any:
-    try:
-        hash(value)
-    except TypeError:
-        return repr(value)
-    return value
+def _one_or_each(values: list[Any]) -> Any:
+    """One value for all axes when they agree (so defaults stay defaults), else one per axis."""
+    first = values[0]
+    if all(type(v) is type(first) and v == first for v in values):
+        return first
+    return tuple(values)

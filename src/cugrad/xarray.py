@@ -1,9 +1,9 @@
 """xarray support: ``import cugrad.xarray`` adds a ``cugrad`` accessor to DataArray and Dataset.
 
 ``obj.cugrad.differentiate(coord, edge_order, datetime_unit)`` is xarray's
-``obj.differentiate(coord, edge_order, datetime_unit)`` computed by :func:`cugrad.gradient`: the same
-values bit for bit, the same dims, coordinates, name and attributes, the same exceptions. Data held
-in NumPy, dask (lazy, any chunking) or CuPy arrays (the result stays on the GPU) all work.
+``obj.differentiate(coord, edge_order, datetime_unit)`` computed by :func:`cugrad.gradient`: the
+same values bit for bit, the same dims, coordinates, name and attributes, the same exceptions. Data
+held in NumPy, dask (lazy, any chunking) or CuPy arrays (the result stays on the GPU) all work.
 ``obj.cugrad.gradient(dims)`` returns every partial derivative at once, stacked along a new leading
 dimension labelled by the dimension names.
 
