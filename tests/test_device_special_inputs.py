@@ -151,7 +151,7 @@ def test_complex_spacing_with_out_and_stack(stand_in, stack):
             assert cugrad.gradient(dev(f), *varargs, stack=True, out=out) is out
         assert_same(tuple(host(out)), expected)
     else:
-        outs = (dev(np.full(f.shape, np.nan, np.float32)), dev(np.full(f.shape, np.nan, np.float32)))
+        outs = tuple(dev(np.full(f.shape, np.nan, np.float32)) for _ in range(2))
         with pytest.warns(ComplexWarning):
             result = cugrad.gradient(dev(f), *varargs, out=outs)
         assert all(r is o for r, o in zip(result, outs, strict=True))

@@ -152,7 +152,7 @@ _MISSING_TOOLKIT_SIGNS = (
 
 
 def explain_compile_failure(exc: BaseException) -> str | None:
-    """If ``exc`` says CuPy could not compile for lack of CUDA headers or NVRTC, the fix; else None."""
+    """The fix, if ``exc`` says CuPy could not compile for lack of CUDA headers or NVRTC; else None."""
     text = f"{type(exc).__name__}: {exc}".lower()
     if not any(sign in text for sign in _MISSING_TOOLKIT_SIGNS):
         return None

@@ -145,6 +145,9 @@ def toolkit_facts() -> dict[str, Any]:
     return {"cuda_headers": _cuda_headers(), "nvrtc": _nvrtc()}
 
 
+CUDA_DEFAULT_ROOT = "/usr/local/cuda"  # where a CUDA toolkit installs itself on Linux
+
+
 def _cuda_headers() -> dict[str, Any]:
     try:
         from cuda.pathfinder import find_nvidia_header_directory  # what CuPy 14 asks
@@ -158,7 +161,7 @@ def _cuda_headers() -> dict[str, Any]:
         if found:
             return {"path": str(found), "how": "cuda-pathfinder, as CuPy looks them up"}
         return {"path": None, "how": "cuda-pathfinder (as CuPy looks them up) found none"}
-    for base in (os.environ.get("CUDA_PATH"), os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
+    for base in (os.environ.get("CUDA_PATH"), os.environ.get("CUDA_HOME"), CUDA_DEFAULT_ROOT):
         if base and (Path(base) / "include" / "cuda_runtime.h").is_file():
             return {"path": str(Path(base) / "include"),
                     "how": "CUDA_PATH, CUDA_HOME or /usr/local/cuda"}
