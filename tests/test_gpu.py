@@ -278,3 +278,35 @@ def test_compile_kernels_fills_the_cache(cp):
     report = _compile.compile_kernels()
     assert len(report.variants) == len(_kernels.all_fast_variants()) + len(
         _kernels.representative_general_variants())
+
+
+def test_a_second_process_compiles_nothing(tmp_path):
+    # CuPy >= 14.2 reloads the fast path's name_expressions kernels from its disk cache (older CuPy
+    # recompiled every one in every process); the general path's kernels always were reloaded.
+    from cugrad import _selftest
+
+    counts = _selftest.kernel_cache_reuse(str(tmp_path / "cupy-cache"))
+    assert counts["first"] > 0, "the first process compiled nothing: the count is broken"
+    assert counts["second"] == 0, f"the second process compiled {counts['second']} kernels"
+
+
+@pytest.mark.parametrize("edge_order", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16],
+                         ids=lambda d: np.dtype(d).name)
+def test_complex_spacing_on_real_device_data_is_numpys_result(cp, dtype, edge_order):
+    host = data((7, 12, 10), dtype, "complex-spacing")
+    x = np.cumsum(stable_rng("cx").random(12) + 0.5) * (1 + 0.25j)
+    forms = [(0.5 + 0.5j,), (np.complex64(2 - 1j), x, 0.25), (0.3, cp.asarray(x), 1.5j)]
+    for varargs in forms:
+        host_varargs = tuple(cp.asnumpy(v) if isinstance(v, cp.ndarray) else v for v in varargs)
+        with pytest.warns(np.exceptions.ComplexWarning):
+            expected = np.gradient(host, *host_varargs, edge_order=edge_order)
+        with pytest.warns(np.exceptions.ComplexWarning):
+            result = cugrad.gradient(cp.asarray(host), *varargs, edge_order=edge_order)
+        assert_same(to_host(result, cp), expected)
+
+
+def test_special_spacing_on_device_data_is_a_type_error(cp):
+    masked = np.ma.masked_array(np.cumsum(np.ones(12)) ** 1.5, mask=[0] * 5 + [1] + [0] * 6)
+    with pytest.raises(TypeError, match="MaskedArray"):
+        cugrad.gradient(cp.ones((4, 12)), masked, axis=1)
