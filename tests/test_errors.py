@@ -194,8 +194,8 @@ def _check_missing_cupy_message(message: str) -> None:
     reason = gpu_unavailable_reason()
     assert "cupy" in message.lower(), f"the message should name CuPy: {message!r}"
     if reason is not None and "not importable" in reason:
-        # CuPy is absent: the message must say how to get it.
-        assert 'pip install "cugrad[cuda12]"' in message, (
+        # CuPy is absent: the message must say how to get it (from a checkout: not on PyPI).
+        assert 'pip install ".[cuda12]"' in message, (
             f"the message should say how to install CuPy: {message!r}"
         )
 

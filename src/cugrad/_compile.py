@@ -91,7 +91,8 @@ class NVRTC:
             tried = "; ".join(errors) or "no candidate found"
             raise NVRTCError(
                 "cannot load the NVRTC library (" + tried + "); install it with "
-                'pip install "cugrad[nvrtc]" (the nvidia-cuda-nvrtc-cu12 wheel) or set CUDA_PATH'
+                'pip install ".[nvrtc]" in a cugrad checkout (the nvidia-cuda-nvrtc-cu12 wheel) '
+                "or set CUDA_PATH"
             )
         lib = self.lib
         lib.nvrtcGetErrorString.restype = ctypes.c_char_p

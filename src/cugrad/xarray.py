@@ -7,8 +7,8 @@ held in NumPy, dask (lazy, any chunking) or CuPy arrays (the result stays on the
 ``obj.cugrad.gradient(dims)`` returns every partial derivative at once, stacked along a new leading
 dimension labelled by the dimension names.
 
-xarray is an optional dependency (``pip install "cugrad[xarray]"``); ``import cugrad`` does not
-import it.
+xarray is an optional dependency (``pip install ".[xarray]"`` in a cugrad checkout); ``import
+cugrad`` does not import it.
 """
 
 from __future__ import annotations
