@@ -359,3 +359,34 @@ def test_info_facts_have_the_toolkit():
     facts = _info.collect()
     assert set(facts["toolkit"]) == {"cuda_headers", "nvrtc"}
     json.dumps(facts)
+
+
+# ------------------------------------------------------------------------------------------------
+# benchmarks/gpu_tune.py without a GPU
+# ------------------------------------------------------------------------------------------------
+
+
+def _gpu_tune():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_tune.py"
+    spec = importlib.util.spec_from_file_location("gpu_tune", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_tune_without_a_gpu_says_so_and_exits_0(monkeypatch, capsys):
+    monkeypatch.setattr(_backend, "gpu_status", lambda: (False, "no GPU in this test"))
+    assert _gpu_tune().main([]) == 0
+    assert "needs a usable GPU" in capsys.readouterr().out
+
+
+def test_gpu_tune_sweeps_every_valid_knob_combination():
+    kernels = pytest.importorskip("cugrad._kernels")
+    if not hasattr(kernels, "FastTuning"):
+        pytest.skip("this cugrad has no FastTuning knobs")
+    configs = _gpu_tune().configurations(kernels.FastTuning)
+    assert kernels.DEFAULT_TUNING in configs
+    assert len(configs) == len(set(configs)) >= 20
