@@ -57,15 +57,13 @@ def _gradient_options(accuracy: Any, boundary: Any, period: Any) -> dict[str, An
 def _lookup(obj: xr.Dataset | xr.DataArray, coord: Hashable) -> xr.Variable:
     """Return the variable ``obj.differentiate(coord)`` uses, checked as xarray checks it."""
     if isinstance(obj, xr.DataArray):
-        names = set(obj.coords) | {_THIS_ARRAY}
-        found = coord in obj.coords or coord in obj.dims or coord == _THIS_ARRAY
         stored = obj.coords.variables
+        found = coord in stored or coord in obj.dims or coord == _THIS_ARRAY
     else:
-        names = set(obj.variables)
-        found = coord in obj.variables or coord in obj.dims
         stored = obj.variables
+        found = coord in stored or coord in obj.dims
     if not found:
-        known = sorted(str(n) for n in names.union(obj.dims) if n != _THIS_ARRAY)
+        known = sorted(str(n) for n in set(stored).union(obj.dims))
         raise ValueError(
             f"Coordinate {coord!r} not found in variables or dimensions {tuple(known)}: "
             "pass the name of a 1-D coordinate or of a dimension (a dimension without a "
@@ -96,7 +94,7 @@ def _resolve(
     """
     variable = _lookup(obj, coord)
     dim = variable.dims[0]
-    if _contains_datetime_like_objects(variable):
+    if _datetime_like(variable):
         if variable.dtype.kind in "mM" and datetime_unit is None:
             datetime_unit = np.datetime_data(variable.dtype)[0]
         elif datetime_unit is None:
@@ -110,8 +108,13 @@ def _resolve(
     return dim, values, datetime_unit
 
 
+def _datetime_like(variable: xr.Variable) -> bool:
+    # numeric dtypes first: xarray's test inspects object arrays for cftime, slow for the others
+    return variable.dtype.kind in "mMO" and _contains_datetime_like_objects(variable)
+
+
 def _numeric_data(variable: xr.Variable, datetime_unit: Any) -> Any:
-    if _contains_datetime_like_objects(variable):
+    if _datetime_like(variable):
         variable = variable._to_numeric(datetime_unit=datetime_unit)
     return variable.data
 
@@ -123,27 +126,20 @@ def _data_variables(obj: xr.Dataset | xr.DataArray) -> dict[Hashable, xr.Variabl
 
 
 def _assemble(obj: Any, new: Mapping[Hashable, xr.Variable], coords: Mapping[Hashable, Any]):
-    """Return ``obj`` with the variables in ``new`` (no attrs, as xarray's differentiate gives)."""
+    """Return ``obj`` with the variables in ``new`` (no attrs, as xarray's differentiate gives).
+
+    ``_replace`` is how xarray's own differentiate builds its result (``Dataset._replace``, then
+    ``DataArray._from_temp_dataset``): the same object structure, and a tenth of the cost of the
+    public ``copy(data=...)``, which rebuilds every index (measured: 17 us against 150 us).
+    """
     if isinstance(obj, xr.DataArray):
         (variable,) = new.values()
-        if variable.dims == obj.dims:
-            # differentiate: a shallow copy around the new data is much cheaper than building a
-            # DataArray (which copies every coordinate); xarray's result has no attrs/encoding.
-            result = obj.copy(deep=False, data=variable.data)
-            result.attrs, result.encoding = {}, {}
-        else:
-            result = xr.DataArray(variable, coords=obj.coords, name=obj.name)
-    else:
-        if any(v.dims != obj.variables[k].dims for k, v in new.items()):
-            result = obj.copy(deep=False)
-            result.update(new)
-        else:
-            # differentiate: swap the data of each new variable (Dataset.update would realign
-            # everything); the attrs and encoding go, as xarray's new Variables have none.
-            data = {k: new[k].data if k in new else v.data for k, v in obj.data_vars.items()}
-            result = obj.copy(deep=False, data=data)
-            for k in new:
-                result.variables[k].attrs, result.variables[k].encoding = {}, {}
+        result = obj._replace(variable=variable)
+    elif all(v.dims == obj.variables[k].dims for k, v in new.items()):
+        result = obj._replace({**obj.variables, **new})
+    else:  # gradient: new dimensions, so let xarray work out the Dataset's dims
+        result = obj.copy(deep=False)
+        result.update(new)
     return result.assign_coords(coords) if coords else result
 
 
@@ -235,7 +231,7 @@ def gradient(
             new[vname] = xr.Variable((new_dim, *variable.dims), empty)
         if not present:
             continue
-        datetime_like = _contains_datetime_like_objects(variable)
+        datetime_like = _datetime_like(variable)
         # One cugrad call for all the axes (one pass over the data on the GPU), with per-axis
         # boundaries and periods; datetime data is converted with each coordinate's unit, as
         # differentiate converts it, so the axes are grouped by that unit.
