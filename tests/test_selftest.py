@@ -390,3 +390,17 @@ def test_gpu_tune_sweeps_every_valid_knob_combination():
     configs = _gpu_tune().configurations(kernels.FastTuning)
     assert kernels.DEFAULT_TUNING in configs
     assert len(configs) == len(set(configs)) >= 20
+
+
+@pytest.mark.parametrize("row", [{"error": "wrong result, not timed: not bit-identical"},
+                                 {"skipped_reason": "cugrad failed to load"}])
+def test_the_benchmark_fails_when_cugrad_is_wrong_or_cannot_run(monkeypatch, capsys, row):
+    bench = {"device": "Pretend GPU", "copy_gbps": 3000.0, "copy_method": "cupy copy",
+             "rows": [{"case": "3d-f32-256-uniform-all", "impl": "cugrad", "median_s": None,
+                       **row},
+                      {"case": "3d-f32-256-uniform-all", "impl": "cupy", "median_s": 0.001,
+                       "gbps": 500.0, "copy_fraction": 0.2}]}
+    monkeypatch.setattr(st, "gpu_benchmark", lambda: bench)
+    status, detail, data = st._benchmark_section()
+    assert status == "FAIL" and data is bench
+    assert next(iter(row.values())) in capsys.readouterr().out

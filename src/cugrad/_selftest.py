@@ -504,7 +504,7 @@ def gpu_benchmark() -> dict[str, Any]:
 
 
 def format_benchmark(bench: dict[str, Any]) -> list[str]:
-    lines = [f"  device copy: {_num(bench.get('copy_gbps'))} GB/s ({bench.get('copy_method')})"]
+    lines = [f"  copy: {_num(bench.get('copy_gbps'))} GB/s ({bench.get('copy_method')})"]
     for r in bench["rows"]:
         if r.get("median_s"):
             frac = r.get("copy_fraction")
@@ -632,7 +632,8 @@ def _benchmark_section() -> tuple[str, str, Any]:
     bench = gpu_benchmark()
     for line in format_benchmark(bench):
         print(line, flush=True)
-    wrong = [r for r in bench["rows"] if r["impl"] == "cugrad" and r.get("error")]
+    wrong = [r for r in bench["rows"] if r["impl"] == "cugrad"
+             and (r.get("error") or r.get("skipped_reason"))]
     return ("FAIL" if wrong else "ok"),\
         f"{sum(1 for r in bench['rows'] if r.get('median_s'))} timings", bench
 
