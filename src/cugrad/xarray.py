@@ -92,6 +92,11 @@ class _Accessor:
         refuses chunks shorter than the stencil). The other options are passed to
         :func:`cugrad.gradient` only when they differ from these defaults.
 
+        The coordinate's values decide the stencil weights when the work is planned, so a
+        dask-backed (non-index) coordinate is computed at call time; it is 1-D, and the data
+        stays lazy. With CuPy data the GPU computes, as cupy-xarray users expect; NumPy data is
+        computed on the host (``cugrad.gradient``'s ``backend="auto"``).
+
         Examples
         --------
         >>> import numpy as np, xarray as xr
