@@ -745,3 +745,15 @@ def test_readme_xarray_periodic_example_runs() -> None:
     np.testing.assert_array_equal(
         grad.sel(gradient="lat").values, temp.differentiate("lat").values, strict=True
     )
+
+
+def test_accessor_docstring_examples_run() -> None:
+    import doctest
+
+    finder = doctest.DocTestFinder()
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
+    tests = [t for t in finder.find(cugrad.xarray, "cugrad.xarray") if t.examples]
+    assert {t.name.rsplit(".", 1)[-1] for t in tests} >= {"differentiate", "gradient"}
+    for test in tests:
+        runner.run(test)
+    assert runner.failures == 0
