@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["compile_kernels", "gradient"]
+from cugrad._operators import curl, divergence, gradient_magnitude, laplacian
+
+__all__ = ["compile_kernels", "curl", "divergence", "gradient", "gradient_magnitude", "laplacian"]
 __version__ = "0.1.0"  # the one place the version is written (pyproject.toml reads it)
 
 if TYPE_CHECKING:

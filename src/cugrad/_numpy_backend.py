@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from cugrad._plan import AxisPlan, GradientPlan, Region
+from cugrad._plan import AxisPlan, GradientPlan, OperatorPlan, Region, Term
 
 # Below this many elements a call runs in one piece on the calling thread: thread hand-off and slab
 # bookkeeping would cost more than they save (the small-input target is parity with numpy.gradient).
@@ -77,17 +77,41 @@ def execute(plan: GradientPlan, f: np.ndarray, outs: list[np.ndarray]) -> None:
     ``f`` holds the user's data (integers are cast inside the ufuncs); ``outs`` have ``f``'s shape and
     ``plan.out_dtype`` and must not share memory with ``f``.
     """
+
+    def whole() -> None:
+        for ap, out in zip(plan.axis_plans, outs, strict=True):
+            compute_rows(f, out, ap, plan.data_dtype, 0, ap.length, 0)
+
+    _run_in_slabs(f, whole, lambda split, c0, c1: _slab(plan, f, outs, split, c0, c1))
+
+
+def execute_fused(plan: OperatorPlan, sources: list[np.ndarray], outs: list[np.ndarray]) -> None:
+    """Write each output of a derived operator (magnitude, divergence, curl, Laplacian) into ``outs``.
+
+    Every output is computed slab by slab: its terms (derivatives of ``sources``) go through one
+    slab-sized buffer and are combined into the output slab while the slab is in cache, so no
+    derivative array of full size exists. The combination is the numpy composition's, ufunc for
+    ufunc, in the output dtype.
+    """
+
+    def whole() -> None:
+        _fused_rows(plan, sources, outs, None, 0, 0)
+
+    _run_in_slabs(sources[0], whole,
+                  lambda split, c0, c1: _fused_rows(plan, sources, outs, split, c0, c1))
+
+
+def _run_in_slabs(f: np.ndarray, whole: Any, slab: Any) -> None:
+    """Run ``whole()`` for small arrays, else ``slab(split, c0, c1)`` over slabs on worker threads."""
     if f.size and fp_events_raise():
         # Under np.errstate(..="raise") or warnings turned into errors, the first floating-point
         # event decides the exception: evaluate as numpy does, axis after axis, each region over
         # the whole array, on this thread.
-        for ap, out in zip(plan.axis_plans, outs):
-            compute_rows(f, out, ap, plan.data_dtype, 0, ap.length, 0)
+        whole()
         return
     if f.size < PARALLEL_MIN_ELEMENTS:
         if f.size:
-            for ap, out in zip(plan.axis_plans, outs):
-                compute_rows(f, out, ap, plan.data_dtype, 0, ap.length, 0)
+            whole()
         return
     workers = thread_count()
 
@@ -106,7 +130,7 @@ def execute(plan: GradientPlan, f: np.ndarray, outs: list[np.ndarray]) -> None:
     def run(r0: int, r1: int) -> None:
         with np.errstate(**err):
             for c0 in range(r0, r1, slab_rows):
-                _slab(plan, f, outs, split, c0, min(c0 + slab_rows, r1))
+                slab(split, c0, min(c0 + slab_rows, r1))
 
     if workers == 1:
         run(0, rows)
@@ -117,6 +141,41 @@ def execute(plan: GradientPlan, f: np.ndarray, outs: list[np.ndarray]) -> None:
     finally:
         for fut in futures:
             fut.result()
+
+
+def _fused_rows(plan: OperatorPlan, sources, outs, split: int | None, c0: int, c1: int) -> None:
+    """The rows ``[c0, c1)`` of the split axis (every row when ``split`` is None) of every output."""
+    for output, out in zip(plan.outputs, outs, strict=True):
+        o = out if split is None else _rows(out, split, c0, c1)
+
+        def term(t: Term, dest: np.ndarray) -> None:
+            src, ap = sources[t.source], t.axis_plan
+            if split is None:
+                compute_rows(src, dest, ap, plan.data_dtype, 0, ap.length, 0)
+            elif ap.axis == split:
+                compute_rows(src, dest, ap, plan.data_dtype, c0, c1, 0)
+            else:
+                compute_rows(_rows(src, split, c0, c1), dest, ap, plan.data_dtype, 0, ap.length, 0)
+
+        first, rest = output.terms[0], output.terms[1:]
+        buf = np.empty(o.shape, o.dtype)
+        if output.combine == "magnitude":  # sqrt((t0*t0 + t1*t1) + t2*t2 ...)
+            term(first, buf)
+            np.multiply(buf, buf, out=o)
+            for t in rest:
+                term(t, buf)
+                np.multiply(buf, buf, out=buf)
+                np.add(o, buf, out=o)
+            np.sqrt(o, out=o)
+        elif output.combine == "difference":  # t0 - t1
+            term(first, o)
+            term(rest[0], buf)
+            np.subtract(o, buf, out=o)
+        else:  # "sum": (t0 + t1) + t2 ...
+            term(first, o)
+            for t in rest:
+                term(t, buf)
+                np.add(o, buf, out=o)
 
 
 def _slab(plan: GradientPlan, f, outs, split: int, c0: int, c1: int) -> None:

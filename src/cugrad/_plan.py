@@ -105,11 +105,12 @@ class AxisPlan:
     uniform_flag: Any = None
     accuracy: int = 2
     boundary: Boundary = "edge"
+    deriv: int = 1  # 2: the second derivative (the Laplacian's terms)
 
     @property
     def numpy_form(self) -> bool:
-        """numpy.gradient's own formulas (accuracy 2, one-sided edges)."""
-        return self.accuracy == 2 and self.boundary == "edge"
+        """numpy.gradient's own formulas (first derivative, accuracy 2, one-sided edges)."""
+        return self.accuracy == 2 and self.boundary == "edge" and self.deriv == 1
 
     @property
     def radius(self) -> int:
@@ -180,6 +181,41 @@ class GradientPlan:
         return all(ap.numpy_form for ap in self.axis_plans)
 
 
+Combine = Literal["sum", "difference", "magnitude"]
+
+
+@dataclass(slots=True)
+class Term:
+    """The derivative of input ``source`` described by ``axis_plan`` (one term of an operator)."""
+
+    source: int
+    axis_plan: AxisPlan
+
+
+@dataclass(slots=True)
+class FusedOutput:
+    """One output of a derived operator: its terms, combined in the output dtype, in order.
+
+    ``"sum"``: ``(t0 + t1) + t2 ...``; ``"difference"``: ``t0 - t1``; ``"magnitude"``:
+    ``sqrt((t0*t0 + t1*t1) + t2*t2 ...)``. Each term is first rounded into the output dtype, as the
+    numpy composition over gradient results computes it.
+    """
+
+    terms: tuple[Term, ...]
+    combine: Combine
+
+
+@dataclass(slots=True)
+class OperatorPlan:
+    """A derived operator (magnitude, divergence, curl, Laplacian) of ``sources`` input arrays."""
+
+    shape: tuple[int, ...]
+    data_dtype: np.dtype
+    out_dtype: np.dtype
+    sources: int
+    outputs: tuple[FusedOutput, ...]
+
+
 class Delegate(Exception):
     """Raised by :func:`make_plan` for inputs that numpy.gradient handles through special code.
 
@@ -239,6 +275,7 @@ def make_plan(
     boundary: Any = "edge",
     period: Any = None,
     temporal: bool = False,
+    deriv: int = 1,
 ) -> GradientPlan:
     """Validate numpy.gradient's arguments for the array ``f`` and describe the work.
 
@@ -248,6 +285,7 @@ def make_plan(
     numpy's own arguments, so a call numpy rejects fails as numpy's does. ``temporal=True`` plans
     datetime64/timedelta64 data as numpy computes it (timedelta64 results, numpy's own formulas)
     for callers that execute it with the NumPy backend's ufuncs (dask) instead of delegating.
+    ``deriv=2`` plans second derivatives (the Laplacian's), always with cugrad's stencils.
     """
     on_device = not isinstance(f, np.ndarray)
     shape = tuple(f.shape)
@@ -288,11 +326,11 @@ def make_plan(
     for i, (ax, ax_dx) in enumerate(zip(axes, dx, strict=True)):
         length = shape[ax]
         option = options[i]
-        if not option.numpy_form:
+        if not option.numpy_form or deriv != 1:
             coordinates = varargs[i] if n == len_axes and _ndim(varargs[i]) == 1 else None
             axis_plans.append(
                 _stencils.extended_axis_plan(ax, length, ax_dx, coordinates, option, data_dtype,
-                                             out_dtype)
+                                             out_dtype, deriv)
             )
         else:
             if length < edge_order + 1:

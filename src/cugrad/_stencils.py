@@ -137,14 +137,17 @@ def extended_axis_plan(
     option: AxisOption,
     data_dtype: np.dtype,
     out_dtype: np.dtype,
+    deriv: int = 1,
 ) -> _plan.AxisPlan:
     """The regions of one axis at ``option``'s accuracy and boundary.
 
     ``spacing`` is what :func:`cugrad._plan.make_plan` parsed for the axis (a scalar, numpy's
     difference array, or device differences); ``coordinates`` the user's 1-D coordinates, or None.
+    ``deriv`` is 1 for the gradient, 2 for the Laplacian's second derivatives (whose one-sided rows
+    use one point more: ``p+2``, exact for polynomials of degree ``p+1``).
     """
     acc, periodic = option.accuracy, option.boundary == "periodic"
-    minimum = acc + 1
+    minimum = acc + 1 if periodic or deriv == 1 else acc + 2
     if length < minimum:
         raise ValueError(
             f"axis {ax} has {length} points, but accuracy={acc} with boundary={option.boundary!r} "
@@ -157,9 +160,9 @@ def extended_axis_plan(
                 "is the spacing; give None for that axis"
             )
         h = _uniform_spacing(spacing, ax)
-        regions = _uniform_regions(length, acc, periodic, h, data_dtype, out_dtype)
+        regions = _uniform_regions(length, acc, periodic, h, data_dtype, out_dtype, deriv)
         return _plan.AxisPlan(ax, length, regions, uniform=True, accuracy=acc,
-                              boundary=option.boundary)
+                              boundary=option.boundary, deriv=deriv)
 
     x, wdtype = _host_coordinates(coordinates, ax)
     diffx = np.diff(x)
@@ -183,16 +186,16 @@ def extended_axis_plan(
     # numpy's shortcut: evenly spaced coordinates are scalar spacing (here also across the wrap).
     if (diffx == diffx[0]).all() and (wrap is None or wdtype.type(wrap) == diffx[0]):
         h = _uniform_spacing(diffx[0], ax)
-        regions = _uniform_regions(length, acc, periodic, h, data_dtype, out_dtype)
+        regions = _uniform_regions(length, acc, periodic, h, data_dtype, out_dtype, deriv)
         return _plan.AxisPlan(ax, length, regions, uniform=True, accuracy=acc,
-                              boundary=option.boundary)
+                              boundary=option.boundary, deriv=deriv)
     if periodic:
         regions = _periodic_coordinate_regions(x64, diffx, signed_period, acc, wdtype, ax,
-                                               data_dtype, out_dtype)
+                                               data_dtype, out_dtype, deriv)
     else:
-        regions = _coordinate_regions(x64, acc, wdtype, ax, data_dtype, out_dtype)
+        regions = _coordinate_regions(x64, acc, wdtype, ax, data_dtype, out_dtype, deriv)
     return _plan.AxisPlan(ax, length, regions, uniform=False, accuracy=acc,
-                          boundary=option.boundary)
+                          boundary=option.boundary, deriv=deriv)
 
 
 def _uniform_spacing(spacing: Any, ax: int) -> Any:
@@ -223,8 +226,10 @@ def _typed_weight(value: float, spacing: Any) -> Any:
     return np.result_type(spacing.dtype, 1.0).type(value)
 
 
-def _uniform_regions(n, acc, periodic, h, data_dtype, out_dtype) -> tuple[_plan.Region, ...]:
+def _uniform_regions(n, acc, periodic, h, data_dtype, out_dtype, deriv=1):
     m = acc // 2
+    if deriv == 2:
+        return _uniform_second_regions(n, acc, periodic, h, data_dtype, out_dtype)
     if periodic and acc == 2:
         divisor = 2.0 * h  # numpy's interior expression, so interior rows keep numpy's bits
         dtype = _plan._compute_dtype(data_dtype, out_dtype, divisor)
@@ -246,20 +251,44 @@ def _uniform_regions(n, acc, periodic, h, data_dtype, out_dtype) -> tuple[_plan.
     return tuple(regions)
 
 
-def _edge_rows(n: int, acc: int):
-    """(row, window of p+1 rows) for the first and last p/2 rows, first rows first."""
+def _uniform_second_regions(n, acc, periodic, h, data_dtype, out_dtype):
+    """Second derivatives: every row sums ``w_o * (f[i+o] - f[i])``, ``w = c / h**2``."""
+    m, hf = acc // 2, float(h)
+
+    def row_weights(rel):
+        exact = _weights.rational_weights(tuple(rel), 2)
+        return [(o, _typed_weight(_weights.scaled(w, hf, 2), h))
+                for o, w in zip(rel, exact, strict=True) if o != 0]
+
+    central = row_weights(range(-m, m + 1))
+    if periodic:
+        return (_dsum_region(0, n, central, data_dtype, out_dtype, wrap=True),)
+    regions = [_dsum_region(m, n - m, central, data_dtype, out_dtype)]
+    for i, window in _edge_rows(n, acc, acc + 2):
+        regions.append(_dsum_row(i, row_weights([j - i for j in window]), data_dtype, out_dtype))
+    return tuple(regions)
+
+
+def _edge_rows(n: int, acc: int, width: int | None = None):
+    """(row, window of ``width`` rows, p+1 by default) for the first and last p/2 rows."""
     m = acc // 2
+    width = acc + 1 if width is None else width
     for i in range(m):
-        yield i, range(0, acc + 1)
+        yield i, range(0, width)
     for i in range(n - m, n):
-        yield i, range(n - 1 - acc, n)
+        yield i, range(n - width, n)
 
 
 def _dsum_row(i, pairs, data_dtype, out_dtype) -> _plan.Region:
+    return _dsum_region(i, i + 1, pairs, data_dtype, out_dtype)
+
+
+def _dsum_region(start, stop, pairs, data_dtype, out_dtype, wrap=False) -> _plan.Region:
+    """``sum of w * (f[i+o] - f[i])`` over ``pairs`` of (o, w), in their order."""
     weights = tuple(w for _, w in pairs)
     offsets = tuple(v for o, _ in pairs for v in (o, 0))
-    return _plan.Region(i, i + 1, "dsum", offsets, weights,
-                        _plan._compute_dtype(data_dtype, out_dtype, *weights))
+    return _plan.Region(start, stop, "dsum", offsets, weights,
+                        _plan._compute_dtype(data_dtype, out_dtype, *weights), wrap=wrap)
 
 
 def _host_coordinates(coordinates: Any, ax: int) -> tuple[np.ndarray, np.dtype]:
@@ -289,28 +318,29 @@ def _checked(weights: np.ndarray, ax: int) -> np.ndarray:
     return weights
 
 
-def _coordinate_regions(x64, acc, wdtype, ax, data_dtype, out_dtype) -> tuple[_plan.Region, ...]:
+def _coordinate_regions(x64, acc, wdtype, ax, data_dtype, out_dtype, deriv=1):
     n, m = len(x64), acc // 2
     rows = np.arange(m, n - m)
     rel = np.arange(-m, m + 1)
     nodes = x64[rows[:, None] + rel[None, :]] - x64[rows][:, None]
-    w = _checked(_weights.fornberg(nodes), ax)
+    w = _checked(_weights.fornberg(nodes, deriv), ax)
     pairs = [(int(o), w[:, k].astype(wdtype)) for k, o in enumerate(rel) if o != 0]
     weights = tuple(a for _, a in pairs)
     regions = [_plan.Region(m, n - m, "dsum", tuple(v for o, _ in pairs for v in (o, 0)), weights,
                             _plan._compute_dtype(data_dtype, out_dtype, *weights))]
-    for i, window in _edge_rows(n, acc):
+    for i, window in _edge_rows(n, acc, acc + deriv):
         idx = np.asarray(window)
-        row = _checked(_weights.fornberg((x64[idx] - x64[i])[None, :]), ax)[0]
+        row = _checked(_weights.fornberg((x64[idx] - x64[i])[None, :], deriv), ax)[0]
         pairs = [(int(j - i), wdtype.type(row[k])) for k, j in enumerate(idx) if j != i]
         regions.append(_dsum_row(i, pairs, data_dtype, out_dtype))
     return tuple(regions)
 
 
-def _periodic_coordinate_regions(x64, diffx, period, acc, wdtype, ax, data_dtype, out_dtype):
+def _periodic_coordinate_regions(x64, diffx, period, acc, wdtype, ax, data_dtype, out_dtype,
+                                 deriv=1):
     n, m = len(x64), acc // 2
     wrap = period - (x64[-1] - x64[0])
-    if acc == 2:
+    if acc == 2 and deriv == 1:
         # numpy's three-point coordinate formula on every row, with the wrap distance at both ends;
         # rows 1..n-2 therefore equal numpy.gradient's interior bit for bit.
         edge = np.asarray([wrap], dtype=wdtype)
@@ -323,7 +353,7 @@ def _periodic_coordinate_regions(x64, diffx, period, acc, wdtype, ax, data_dtype
                              _plan._compute_dtype(data_dtype, out_dtype, a, b, c), wrap=True),)
     j = np.arange(n)[:, None] + np.arange(-m, m + 1)[None, :]
     extended = x64[j % n] + (j // n) * period
-    w = _checked(_weights.fornberg(extended - x64[:, None]), ax)
+    w = _checked(_weights.fornberg(extended - x64[:, None], deriv), ax)
     pairs = [(o, w[:, k].astype(wdtype)) for k, o in enumerate(range(-m, m + 1)) if o != 0]
     weights = tuple(a for _, a in pairs)
     return (_plan.Region(0, n, "dsum", tuple(v for o, _ in pairs for v in (o, 0)), weights,
