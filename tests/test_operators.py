@@ -253,3 +253,20 @@ def test_bad_input(call, error, match):
     F = [random_field(SHAPE, np.float64, "bad", i) for i in range(3)]
     with pytest.raises(error, match=match):
         call(F)
+
+
+def test_readme_vorticity_example_runs_and_says_what_it_prints():
+    from pathlib import Path
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    if not readme.exists():
+        pytest.skip("README.md is not next to the tests (installed copy)")
+    text = readme.read_text()
+    section = text[text.index("## Derived operators"):]
+    code = section[section.index("```python") + len("```python"):]
+    code = code[: code.index("```")]
+    namespace: dict = {}
+    exec(compile(code, "README vorticity example", "exec"), namespace)
+    np.testing.assert_allclose(namespace["zeta"], 2e-4, rtol=1e-12)
+    assert not namespace["div"].any()
+    assert namespace["speed_grad"].shape == (180, 360)
