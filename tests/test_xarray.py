@@ -420,14 +420,17 @@ def test_dask_dataset_keeps_lazy_variables_lazy() -> None:
         ("nope", {}, "not found in variables or dimensions.*pass the name of a 1-D coordinate"),
         ("grid", {}, "must be 1 dimensional but is 2 dimensional: differentiate along"),
         ("level", {}, "must be 1 dimensional but is 0 dimensional"),
-        ("d0", {"edge_order": 3}, "edge_order"),
-        ("d1", {"edge_order": 2}, "at least"),  # d1 has 2 points: too short for edge_order=2
+        ("d0", {"edge_order": 3}, "greater than 2 not supported; use edge_order=1 or 2"),
+        # d1 has 2 points: too short for edge_order=2
+        ("d1", {"edge_order": 2}, "'d1' has 2 point.*edge_order=2 needs 3: use edge_order=1"),
+        # d2 has 1 point: numpy (so xarray) raises IndexError for a one-point coordinate array
+        ("d2", {}, "'d2' has 1 point.*needs at least 2 points"),
     ],
 )
 def test_bad_input_raises_what_xarray_raises(
     container: str, coord: str, kwargs: dict[str, Any], hint: str
 ) -> None:
-    obj = make_dataarray((5, 2), np.float64, ["uniform", "uniform"], seed=10)
+    obj = make_dataarray((5, 2, 1), np.float64, ["uniform", "uniform", "int"], seed=10)
     if container == "dataset":
         obj = obj.to_dataset()
     _, error = outcome(lambda: obj.differentiate(coord, **kwargs))

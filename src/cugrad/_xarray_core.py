@@ -158,7 +158,9 @@ def differentiate(
     new = {}
     for name, variable in _data_variables(obj).items():
         if dim in variable.dims:
-            grad = cugrad.gradient(
+            grad = _call(
+                variable,
+                [dim],
                 _numeric_data(variable, datetime_unit),
                 spacing,
                 axis=variable.get_axis_num(dim),
@@ -167,6 +169,35 @@ def differentiate(
             )
             new[name] = xr.Variable(variable.dims, grad)
     return _assemble(obj, new, {}) if new else obj.copy(deep=False)
+
+
+def _call(variable: xr.Variable, dims: list[Hashable], *args: Any, **kwargs: Any) -> Any:
+    """Return ``cugrad.gradient(*args, **kwargs)``; its errors gain the dimension and the fix.
+
+    The exception type stays numpy's (so xarray's): ``ValueError`` for ``edge_order`` or a
+    too-short dimension, ``IndexError`` for a one-point coordinate array.
+    """
+    try:
+        return cugrad.gradient(*args, **kwargs)
+    except (ValueError, IndexError) as exc:
+        hint = _error_hint(variable, dims, kwargs["edge_order"])
+        if hint is None:
+            raise
+        raise type(exc)(f"{str(exc).rstrip('.')}; {hint}") from exc
+
+
+def _error_hint(variable: xr.Variable, dims: list[Hashable], edge_order: Any) -> str | None:
+    if isinstance(edge_order, int | np.integer) and edge_order > 2:
+        return "use edge_order=1 or 2 (the order of the one-sided differences at the ends)"
+    needed = 2 if edge_order == 1 else 3
+    for d in dims:
+        n = variable.sizes[d]
+        if n < needed:
+            fix = "use edge_order=1" if n == 2 else "a derivative needs at least 2 points"
+            return (
+                f"dimension {d!r} has {n} point(s), edge_order={edge_order} needs {needed}: {fix}"
+            )
+    return None
 
 
 def _per_name(value: Any, names: list[Hashable], default: Any, what: str) -> dict[Hashable, Any]:
@@ -243,7 +274,8 @@ def gradient(
         for members in groups.values():
             data = _numeric_data(variable, resolved[members[0]][2])
             args = [resolved[n][1] for n in members]
-            axes = tuple(variable.get_axis_num(resolved[n][0]) for n in members)
+            dims_of = [resolved[n][0] for n in members]
+            axes = tuple(variable.get_axis_num(d) for d in dims_of)
             options = _gradient_options(
                 accuracy,
                 _one_or_each([boundaries[n] for n in members]),
@@ -251,9 +283,9 @@ def gradient(
             )
             kwargs = dict(axis=axes, edge_order=edge_order, **options)
             if len(groups) == 1 and members == names:
-                stacked = cugrad.gradient(data, *args, stack=True, **kwargs)
+                stacked = _call(variable, dims_of, data, *args, stack=True, **kwargs)
             else:
-                result = cugrad.gradient(data, *args, **kwargs)
+                result = _call(variable, dims_of, data, *args, **kwargs)
                 partials.update(zip(members, result if len(members) > 1 else [result], strict=True))
         if stacked is None:
             zero = np.zeros_like(next(iter(partials.values())))
