@@ -345,7 +345,8 @@ def _call(case: ParityCase, xp: Any, torch: Any, base: np.ndarray, varargs: tupl
     if case.mode == "device-coords" and on_device:
         varargs = tuple(xp.asarray(v) if isinstance(v, np.ndarray) and v.ndim == 1 else v
                         for v in varargs)
-    backend = None if on_device else "numpy"
+    # Named, so that a CUGRAD_BACKEND in the environment cannot change what is tested.
+    backend = "cupy" if on_device else "numpy"
     path = _kernel_path(f, varargs, kwargs) if on_device else None
     if case.mode in ("out", "stack") and expected is not None:
         arrays = _arrays(expected)
@@ -366,7 +367,7 @@ def _call(case: ParityCase, xp: Any, torch: Any, base: np.ndarray, varargs: tupl
         xp.cuda.Device().synchronize()  # the data is ready before the non-blocking stream reads
         stream = xp.cuda.Stream(non_blocking=True)
         with stream:
-            result = cugrad.gradient(f, *varargs, **kwargs)
+            result = cugrad.gradient(f, *varargs, backend=backend, **kwargs)
             done = stream.record()
         done.synchronize()
         return _result_to_host(xp, result), path
@@ -402,7 +403,7 @@ def _call_torch(case: ParityCase, torch: Any, base: np.ndarray, varargs: tuple[A
     spacing = tuple(torch.from_numpy(v).cuda() if isinstance(v, np.ndarray) else v
                     for v in varargs)
     with torch.no_grad():
-        result = cugrad.gradient(t, *spacing, **kwargs)
+        result = cugrad.gradient(t, *spacing, backend="cupy", **kwargs)
     torch.cuda.synchronize()
     if isinstance(result, tuple):
         return tuple(r.cpu().numpy() for r in result)
