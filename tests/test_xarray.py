@@ -418,6 +418,9 @@ def test_dask_dataset_keeps_lazy_variables_lazy() -> None:
     ("coord", "kwargs", "hint"),
     [
         ("nope", {}, "not found in variables or dimensions.*pass the name of a 1-D coordinate"),
+        # a DataArray's own name is not one of its coordinates (in the Dataset it is a 3-D variable)
+        ("field", {}, "not found|must be 1 dimensional but is 3"),
+        ("<this-array>", {}, "not found"),  # nor is the key xarray files it under internally
         ("grid", {}, "must be 1 dimensional but is 2 dimensional: differentiate along"),
         ("level", {}, "must be 1 dimensional but is 0 dimensional"),
         ("d0", {"edge_order": 3}, "greater than 2 not supported; use edge_order=1 or 2"),

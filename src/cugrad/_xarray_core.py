@@ -23,8 +23,8 @@ from xarray.core.common import _contains_datetime_like_objects
 
 import cugrad
 
-# xarray names the DataArray's variable so inside the temporary Dataset its differentiate builds.
-_THIS_ARRAY = "<this-array>"
+# The key of a DataArray's own variable among the variables to differentiate (internal only).
+_THIS_ARRAY = object()
 
 
 def _gradient_options(accuracy: Any, boundary: Any, period: Any) -> dict[str, Any]:
@@ -56,22 +56,17 @@ def _gradient_options(accuracy: Any, boundary: Any, period: Any) -> dict[str, An
 
 def _lookup(obj: xr.Dataset | xr.DataArray, coord: Hashable) -> xr.Variable:
     """Return the variable ``obj.differentiate(coord)`` uses, checked as xarray checks it."""
-    if isinstance(obj, xr.DataArray):
-        stored = obj.coords.variables
-        found = coord in stored or coord in obj.dims or coord == _THIS_ARRAY
-    else:
-        stored = obj.variables
-        found = coord in stored or coord in obj.dims
-    if not found:
+    # xarray looks in the variables of a Dataset, and in a DataArray's coordinates (its own data
+    # sits in the temporary Dataset under a private key no name can match)
+    stored = obj.coords.variables if isinstance(obj, xr.DataArray) else obj.variables
+    if coord not in stored and coord not in obj.dims:
         known = sorted(str(n) for n in set(stored).union(obj.dims))
         raise ValueError(
             f"Coordinate {coord!r} not found in variables or dimensions {tuple(known)}: "
             "pass the name of a 1-D coordinate or of a dimension (a dimension without a "
             "coordinate means unit spacing)"
         )
-    if coord == _THIS_ARRAY and isinstance(obj, xr.DataArray):
-        variable = obj.variable
-    elif coord in stored:
+    if coord in stored:
         variable = stored[coord]
     else:  # a dimension without a coordinate: xarray's default, 0, 1, 2, ...
         variable = obj[coord].variable
