@@ -270,3 +270,15 @@ def test_readme_vorticity_example_runs_and_says_what_it_prints():
     np.testing.assert_allclose(namespace["zeta"], 2e-4, rtol=1e-12)
     assert not namespace["div"].any()
     assert namespace["speed_grad"].shape == (180, 360)
+
+
+def test_backend_cupy_without_a_gpu_says_so_and_writes_nothing():
+    from cugrad import _backend
+
+    if _backend.gpu_status()[0]:
+        pytest.skip("a GPU is usable here")
+    f = random_field((10, 12), np.float64, "no gpu")
+    out = np.full(f.shape, 3.0)
+    with pytest.raises(RuntimeError):
+        cugrad.laplacian(f, out=out, backend="cupy")
+    assert (out == 3.0).all()

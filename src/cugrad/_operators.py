@@ -267,14 +267,18 @@ def _run(kind, sources, varargs, axis, edge_order, options, out, stack, backend)
             )
     _operator_plan.check_components(sources)
     plan = _plan(kind, sources[0], len(sources), varargs, axis, edge_order, options)
+    result, outs = _outputs(plan, out, stack)  # out= validated before any work
     if name == "cupy":
         import cupy
 
         _backend.require_gpu()
         device = [cupy.asarray(s) for s in sources]
-        result = _run_device(kind, device, varargs, axis, edge_order, options, None, stack, name)
-        return _copy_out(_to_host(result), out, plan, stack)
-    result, outs = _outputs(plan, out, stack)
+        computed = _run_device(kind, device, varargs, axis, edge_order, options, None, stack, name)
+        parts = list(computed) if isinstance(computed, tuple) else (
+            [computed[i] for i in range(len(outs))] if stack else [computed])
+        for o, r in zip(outs, parts, strict=True):
+            np.copyto(o, r.get())
+        return result
     native = [s if s.dtype.isnative else s.astype(s.dtype.newbyteorder("=")) for s in sources]
     if out is not None and any(np.may_share_memory(o, s) for o in outs for s in sources):
         fresh = [np.empty_like(o) for o in outs]
@@ -316,23 +320,6 @@ def _outputs(plan: OperatorPlan, out: Any, stack: bool) -> tuple[Any, list[np.nd
                 if np.may_share_memory(outs[i], outs[j]):
                     raise ValueError(f"out[{j}] and out[{i}] share memory; give separate arrays")
     return tuple(outs), outs
-
-
-def _copy_out(result: Any, out: Any, plan: OperatorPlan, stack: bool) -> Any:
-    if out is None:
-        return result
-    given, outs = _outputs(plan, out, stack)
-    parts = list(result) if isinstance(result, tuple) else (
-        [result[i] for i in range(len(outs))] if len(outs) > 1 else [result])
-    for o, r in zip(outs, parts, strict=True):
-        np.copyto(o, r)
-    return given
-
-
-def _to_host(result: Any) -> Any:
-    if isinstance(result, tuple):
-        return tuple(r.get() for r in result)
-    return result.get()
 
 
 def _combine(plan: OperatorPlan, terms_of: Any, xp: Any, stack: bool) -> Any:
