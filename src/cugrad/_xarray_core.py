@@ -120,7 +120,7 @@ def _data_variables(obj: xr.Dataset | xr.DataArray) -> dict[Hashable, xr.Variabl
     return {k: v for k, v in obj.variables.items() if k in obj.data_vars and k not in obj.coords}
 
 
-def _assemble(obj: Any, new: Mapping[Hashable, xr.Variable], coords: Mapping[Hashable, Any]):
+def _assemble(obj: Any, new: Mapping[Hashable, xr.Variable], coords: Mapping[Hashable, Any]) -> Any:
     """Return ``obj`` with the variables in ``new`` (no attrs, as xarray's differentiate gives).
 
     ``_replace`` is how xarray's own differentiate builds its result (``Dataset._replace``, then
