@@ -606,6 +606,8 @@ def _nvrtc_section() -> tuple[str, str, Any]:
     except _compile.NVRTCError as exc:
         return "skipped", f"NVRTC is not installed ({exc})", None
     archs = _compile.default_archs(nvrtc)
+    print(f"  {len(archs)} architectures x 2 programs on {os.cpu_count() or 1} CPUs; NVRTC takes "
+          "tens of seconds per program and architecture", flush=True)
     report = _compile.compile_with_nvrtc(archs, nvrtc)
     return ("ok", f"{len(report.variants)} kernels compiled for {', '.join(report.archs)} in "
             f"{report.seconds:.1f} s", {"archs": report.archs, "variants": len(report.variants)})
