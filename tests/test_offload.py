@@ -29,9 +29,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
 
 def offload_on_cpu(f, *varargs, axis=None, edge_order=1, slab_rows=None, budget=None, slots=2,
-                   executor=None):
+                   executor=None, **options):
     """Run the offload pipeline on the CPU; return what numpy.gradient would (array or tuple)."""
-    plan = make_plan(f, varargs, axis, edge_order)
+    plan = make_plan(f, varargs, axis, edge_order, **options)
     # np.asarray: a memmap's outputs are plain arrays, as the API allocates them (no copy of f).
     outs = [np.empty_like(np.asarray(f), dtype=plan.out_dtype) for _ in plan.axes]
     executor = NumpyExecutor(slots) if executor is None else executor
@@ -536,3 +536,17 @@ def test_gpu_offload_of_a_memmap(tmp_path):
     outs = [np.empty(shape) for _ in plan.axes]
     offload_gradient(plan, ro, outs, budget=512 << 10)
     assert_same(tuple(outs), np.gradient(np.array(ro), edge_order=2))
+
+
+@pytest.mark.parametrize("slab_rows", [1, 2, 5, 40])
+@pytest.mark.parametrize(
+    "options",
+    [dict(accuracy=4), dict(accuracy=8), dict(boundary="periodic"),
+     dict(accuracy=6, boundary="periodic"), dict(accuracy=4, boundary=("periodic", "edge"))],
+)
+def test_pipeline_wider_and_periodic_stencils(options, slab_rows):
+    # The split axis reads a halo of p/2 rows, and a periodic split axis wraps its first and last
+    # slabs' windows around the ends; the result is the in-memory NumPy backend's, bit for bit.
+    f = data((11, 13), np.float64)
+    expected = cugrad.gradient(f, 0.5, **options)
+    assert_same(offload_on_cpu(f, 0.5, slab_rows=slab_rows, **options), expected)
