@@ -522,30 +522,31 @@ def test_gradient_bad_input() -> None:
 # ---------------------------------------------------------------------------
 
 
+_NOT_GIVEN: Any = object()
+
+
 class GradientSpy:
-    """Records the calls the accessor makes and answers with numpy.gradient."""
+    """Stands in for cugrad.gradient: records what each call was given, answers with numpy.gradient.
+
+    Its signature has cugrad.gradient's options (the accessor checks that they are accepted), with
+    a sentinel default so that a recorded call shows exactly which ones were passed.
+    """
 
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
 
-    def __call__(self, f: Any, *varargs: Any, stack: bool = False, **kwargs: Any) -> Any:
-        self.calls.append({"f": f, "varargs": varargs, "stack": stack, **kwargs})
-        options = {k: kwargs.pop(k) for k in ("accuracy", "boundary", "period") if k in kwargs}
-        del options  # numpy.gradient has none of them; the calls are what is checked
-        result = np.gradient(f, *varargs, **kwargs)
+    def __call__(self, f, *varargs, axis=None, edge_order=1, accuracy=_NOT_GIVEN,
+                 boundary=_NOT_GIVEN, period=_NOT_GIVEN, out=None, stack=False,
+                 backend=None):  # fmt: skip
+        given = {"accuracy": accuracy, "boundary": boundary, "period": period}
+        self.calls.append({
+            "f": f, "varargs": varargs, "axis": axis, "stack": stack,
+            **{k: v for k, v in given.items() if v is not _NOT_GIVEN},
+        })  # fmt: skip
+        result = np.gradient(f, *varargs, axis=axis, edge_order=edge_order)
         if stack:
             return np.stack(result if isinstance(result, tuple) else [result])
         return result
-
-
-def _spy_with_options(spy: GradientSpy) -> Any:
-    def gradient(f, *varargs, axis=None, edge_order=1, accuracy=2, boundary="edge",
-                 period=None, out=None, stack=False, backend=None):  # fmt: skip
-        kw = {"accuracy": accuracy, "boundary": boundary, "period": period}
-        kw = {k: v for k, v in kw.items() if v != {"accuracy": 2, "boundary": "edge"}.get(k)}
-        return spy(f, *varargs, axis=axis, edge_order=edge_order, stack=stack, **kw)
-
-    return gradient
 
 
 def test_default_options_are_not_passed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -553,15 +554,17 @@ def test_default_options_are_not_passed(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(cugrad, "gradient", spy)
     da = make_dataarray((5, 4), np.float64, ["uniform", "int"], seed=15)
     da.cugrad.differentiate("d0")
+    da.cugrad.differentiate("d0", accuracy=2, boundary="edge", period=None)
     da.cugrad.gradient()
-    assert len(spy.calls) == 2
+    da.cugrad.gradient(boundary={"d0": "edge"}, period={"d1": None})
+    assert len(spy.calls) == 4
     for call in spy.calls:
         assert not {"accuracy", "boundary", "period"} & set(call)
 
 
 def test_options_are_passed_and_grouped(monkeypatch: pytest.MonkeyPatch) -> None:
     spy = GradientSpy()
-    monkeypatch.setattr(cugrad, "gradient", _spy_with_options(spy))
+    monkeypatch.setattr(cugrad, "gradient", spy)
     da = make_dataarray((5, 4, 6), np.float64, ["uniform", "int", "uniform"], seed=16)
     da.cugrad.differentiate("d1", accuracy=4, boundary="periodic", period=12)
     assert spy.calls[-1]["accuracy"] == 4 and spy.calls[-1]["boundary"] == "periodic"
@@ -579,6 +582,7 @@ def test_options_are_passed_and_grouped(monkeypatch: pytest.MonkeyPatch) -> None
     assert [(c["axis"], c["boundary"], c["period"]) for c in spy.calls] == [
         ((0, 1), "periodic", 12)
     ]
+    assert "accuracy" not in spy.calls[0]
     assert g["gradient"].values.tolist() == ["d2", "d0", "d1"]
     np.testing.assert_array_equal(
         g.sel(gradient="d0"), np.gradient(da.values, da.d0.values, axis=0)
