@@ -1,75 +1,110 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // Copyright (c) 2026 cugrad developers
 //
-// cugrad_gradient_fast<Tin, KC, V, Idx>: numpy.gradient along EVERY requested axis of a
-// C-contiguous array in ONE launch, reading the input once (neighbours come from L1/L2) and writing
-// each output once. Needs gradient_stencils.cuh in front of it (the loader concatenates them).
+// cugrad_gradient_fast<Tin, KC, V, Idx>: the derivative along EVERY requested axis of a
+// C-contiguous array in ONE launch, reading the input once from DRAM (neighbours come from L1/L2)
+// and writing each output once. Needs gradient_stencils.cuh in front of it (the loader
+// concatenates them, with the tuning #defines first).
 //
-// What it computes: for each requested axis, the interior (uniform difference, or coordinate
-// combination with per-row coefficient tables, or either one chosen by a flag on the device) and
-// both edges (first- or second-order: p.edge_order, a launch-wide constant, so it costs the hot
-// loop nothing and halves the instantiations), rounded once into the output dtype.
+// What it computes: for each requested axis, every row with cg_stencil's operation order. The
+// host (cugrad._cupy_backend) lowers the plan's regions of an axis into
+//   * a body: rows [b_lo, b_hi) whose stencil reads only rows inside the axis, in one of the
+//     canonical forms below, with scalar weights (double, exact for float and double) or per-row
+//     weight tables;
+//   * one record (cg_fast_rec, device memory) per other row: kind, offsets and scalar weights of
+//     that row, periodic offsets already resolved into plain rows. At most CG_FAST_MAX_EDGE
+//     such rows per side. The body's own record (its offsets, and its weights when they are
+//     scalars) comes last.
+// Canonical body forms (offsets relative to the output row, m <= CG_FAST_RMAX):
+//   CG_FORM_DIFF   diff (1, -1)                         numpy's uniform interior, periodic acc. 2
+//   CG_FORM_COMB3  comb (-1, 0, 1)                      numpy's coordinate interior
+//   CG_FORM_DSYM   dsum (1, -1, 2, -2, .. m, -m)        uniform central rows, accuracy 2m
+//   CG_FORM_DCOORD dsum (-m, 0, .. -1, 0, 1, 0, .. m, 0) coordinate central rows, accuracy 2m
 //
 // Assumptions (checked by cugrad._cupy_backend before launching):
-//   * f and every output are C-contiguous with the same shape; outputs do not overlap f.
+//   * f and every output are C-contiguous with the same shape; outputs do not overlap f, and
+//     start at the same offset from V-element alignment as f (`phase`).
 //   * Tin is float, double or an integer type (integers are converted to double on load, numpy's
 //     astype(float64)); the data kind is float for float input, double otherwise; the output holds
-//     the data kind. One compute kind KC (float or double) for every region of every axis.
+//     the data kind. One compute kind KC (float or double) for every row of every axis.
 //   * The shape is collapsed on the host into P planes x H rows x W columns: unrequested
 //     dimensions next to each other merge, size-1 ones vanish; the last collapsed dimension is W
 //     ("x"), the one before it H ("y"), the others index planes. At most CG_FAST_MAX_PLANE_AXES
 //     requested axes are plane axes (more go to another launch).
-//   * V (1, 2 or 4) divides W, and f and the outputs are aligned to V elements.
 //   * Idx (int or long long) holds every element index: long long from a byte extent of 2^31.
 //
-// Launch shape: 1-D grid of 1-D blocks (CG_FAST_BLOCK threads), grid-stride over tiles. A tile is
-// V consecutive columns of CG_FAST_ROWS (R) consecutive rows of one plane; consecutive threads take
-// consecutive column chunks, so warps issue coalesced 16-byte loads and streaming stores (__stcs:
-// the outputs are not read again). A thread loads the R rows of its tile (plus the rows above and
-// below when y is requested) into registers at once: the x derivative and the y derivative of all
-// R rows come from them, so R outputs per axis share their loads and the loads are in flight
-// together; plane axes issue their 2R neighbour loads before computing.
-// Boundaries: interior tiles take the unrolled path above, which has no edge test per element.
-// Tiles that contain an edge row (y, plane axes) and the edge columns of x go through one generic
-// routine, cg_fast_any_row, whose branches depend on the tile only (uniform across a warp). Two
-// integer divisions per tile, plus one per plane axis, decode the tile.
+// Launch shape: 1-D grid of 1-D blocks (CG_FAST_BLOCK threads), grid-stride over work items.
+// Items [0, nvec) are vector tiles: V consecutive, V-aligned columns of CG_FAST_ROWS rows of one
+// plane. Each row of a tile is one 16-byte (V-element) load and one streaming store (__stcs: the
+// outputs are not read again) per axis; consecutive threads take consecutive chunks, so warps
+// issue coalesced 16-byte accesses. In a row, the chunks start at the first V-aligned column at
+// or after x's body start (the alignment of a row depends on the row when W % V != 0), and stop
+// before x's body ends. Items [nvec, nvec + nscalar) compute one element each: the columns of a
+// row before its first chunk (x's first edge rows and the unaligned head) and after its last
+// chunk (the unaligned tail and x's last edge rows). Vector and scalar items sit in separate
+// ranges, so a warp runs one kind or the other: edge columns never serialise a warp of vector
+// tiles. Along y and the plane axes a tile's row is one row for all V lanes, so edge rows cost a
+// branch that is uniform across the tile. Neighbours along x come from a register window (the
+// tile's chunk and up to m scalar loads each side); along y and the plane axes they are V-wide
+// loads (16-byte when the axis stride keeps V-alignment, `nbr_vec`), which hit L1/L2.
 
-#define CG_FAST_ROWS 2
-#define CG_FAST_MAX_PLANE_AXES 2
-#define CG_FAST_BLOCK 256
-// At least two resident blocks per SM: caps registers at 128 per thread (ptxas reports 80-128
-// for sm_90 without spills in the 32-bit-index variants), so that 16 warps per SM keep enough
-// 16-byte loads in flight to saturate HBM. CG_FAST_ROWS and this are the knobs to tune on a GPU.
+#ifndef CG_FAST_ROWS
+#define CG_FAST_ROWS 2  // rows per vector tile (tuning knob: loads in flight per thread)
+#endif
+#ifndef CG_FAST_BLOCK
+#define CG_FAST_BLOCK 256  // threads per block (tuning knob)
+#endif
+#ifndef CG_FAST_MIN_BLOCKS
+// Resident blocks per SM the compiler must allow: caps the registers per thread at
+// 65536 / (CG_FAST_BLOCK * CG_FAST_MIN_BLOCKS) (tuning knob). No variant may spill under it: the
+// kernel_budget tests check every variant with ptxas.
 #define CG_FAST_MIN_BLOCKS 2
+#endif
+#define CG_FAST_MAX_PLANE_AXES 2
+#define CG_FAST_RMAX 4      // reach of a body stencil (accuracy 8)
+#define CG_FAST_MAX_EDGE 8  // rows per side that are not body rows (accuracy 8 edges reach 8)
 
-// Scalar coefficient table of an axis (host values in cg_fast_axis.s, device values at sdev):
-#define CG_NSCALARS 13
-#define CG_S_DIV 0            // uniform interior divisor 2 * dx
-#define CG_S_EDGES 1          // left [1..3], right [4..6]: divisor (edge order 1) or three weights
-#define CG_S_UNIFORM_EDGES 7  // CG_MODE_DEVICE: the uniform variant's left [7..9], right [10..12]
+#define CG_FORM_DIFF 0
+#define CG_FORM_COMB3 1
+#define CG_FORM_DSYM 2
+#define CG_FORM_DCOORD 3
+
+// One row's stencil, in device memory (an array per axis: rows [0, b_lo), then [b_hi, n), then
+// the body). Device memory rather than the parameter block: the term loops stay rolled, and a
+// run-time index into kernel parameters would copy them to local memory.
+struct cg_fast_rec {
+    int kind;                 // CG_KIND_*
+    int nterms;               // comb terms or dsum pairs (1 for diff)
+    int off[CG_MAX_OFFSETS];  // offsets, resolved into rows of the axis
+    double w[CG_MAX_TERMS];   // weights in the compute kind, exact in double
+};
 
 // Every field is 8 bytes wide, so the layout is the same on the host (a numpy structured dtype,
 // cugrad._cupy_backend.FAST_PARAMS_DTYPE), on the device and in the CPU emulation.
 struct cg_fast_axis {
-    long long n;                  // length of the axis
-    long long stride;             // elements between neighbours along the axis
-    long long pstride;            // plane axes: planes between neighbours; row = plane/pstride % n
-    long long mode;               // CG_MODE_UNIFORM, CG_MODE_COORDS or CG_MODE_DEVICE
-    unsigned long long out;       // output (data kind), C-contiguous, f's shape
-    unsigned long long ia, ib, ic;  // interior coefficient tables (compute kind, n - 2 each)
-    unsigned long long sdev;      // CG_MODE_DEVICE: scalar table on the device (compute kind)
-    unsigned long long flag;      // CG_MODE_DEVICE: one byte, numpy's "evenly spaced" test
-    double s[CG_NSCALARS];        // scalar table (exact in double for float and double kinds)
+    long long n;             // length of the axis
+    long long stride;        // elements between neighbours along the axis
+    long long pstride;       // plane axes: planes between neighbours; row = plane/pstride % n
+    long long b_lo, b_hi;    // body rows
+    long long form, m;       // canonical form of the body, its reach
+    long long wstride;       // per-row body weights: rows per term (b_hi - b_lo)
+    unsigned long long out;  // output (data kind), C-contiguous, f's shape
+    unsigned long long wrow; // per-row body weights (compute kind) [term][row - b_lo], or 0
+    unsigned long long recs; // cg_fast_rec of every non-body row, then the body's
 };
 
 struct cg_fast_params {
-    long long W, H, P;            // collapsed geometry
-    long long nxc, nyt, ntiles;   // column chunks per row, row groups per plane, tiles in all
+    long long W, H, P;         // collapsed geometry
+    long long nxc, nyt, nvec;  // chunks per row (at most), row groups per plane, vector tiles
+    long long nsl, nsr;        // scalar items per row before the first and after the last chunk
+    long long nitems;          // vector tiles + scalar items
+    long long phase;           // f's first element, in elements past V-alignment
+    long long nbr_vec;         // the y and plane strides keep V-alignment (W % V == 0)
+    long long xlo, xhi;        // columns the chunks may cover (x's body; [0, W) without x)
     long long has_x, has_y, nplanes;
-    long long edge_order;         // 1 or 2
     cg_fast_axis x, y;
     cg_fast_axis plane[CG_FAST_MAX_PLANE_AXES];
-    unsigned long long f;         // input
+    unsigned long long f;      // input
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -109,6 +144,7 @@ struct cg_pack {
     };
 };
 
+// V elements at p (aligned to V elements): non-coherent 16-byte loads (ld.global.nc.v4).
 template <class KD, class Tin, int V>
 CG_FN void cg_fast_load(const Tin* p, typename cg_num<KD>::value (&out)[V]) {
     typedef cg_pack<Tin, V> P;
@@ -123,9 +159,18 @@ CG_FN void cg_fast_load(const Tin* p, typename cg_num<KD>::value (&out)[V]) {
 
 template <class KD, class Tin>
 CG_FN typename cg_num<KD>::value cg_fast_load1(const Tin* p) {
-    typename cg_num<KD>::value v[1];
-    cg_fast_load<KD, Tin, 1>(p, v);
-    return v[0];
+    return cg_num<KD>::load(__ldg(p));
+}
+
+// V elements at p, aligned or not (`vec` says which; uniform across the launch).
+template <class KD, class Tin, int V>
+CG_FN void cg_fast_load_any(const Tin* p, bool vec, typename cg_num<KD>::value (&out)[V]) {
+    if (V == 1 || vec) {
+        cg_fast_load<KD, Tin, V>(p, out);
+    } else {
+#pragma unroll
+        for (int l = 0; l < V; ++l) out[l] = cg_fast_load1<KD, Tin>(p + l);
+    }
 }
 
 template <class T, int V>
@@ -141,100 +186,146 @@ CG_FN void cg_fast_store(T* p, const T (&v)[V]) {
 }
 
 // ------------------------------------------------------------------------------------------------
-// Per-axis coefficients, read once per thread (the same values in every thread)
+// Neighbours and weights for cg_stencil
 // ------------------------------------------------------------------------------------------------
 
-template <class C>
-struct cg_fast_coefs {
-    bool uniform;
-    C div;         // uniform interior divisor
-    C l0, l1, l2;  // left edge
-    C r0, r1, r2;  // right edge
-    const C* ia;
-    const C* ib;
-    const C* ic;
+// Offset of operand j of the canonical body forms whose offsets are compile-time functions of j
+// (CG_FORM_DIFF and CG_FORM_DSYM: 1, -1, 2, -2, ...; CG_FORM_COMB3: -1, 0, 1).
+template <int FORM>
+CG_FN int cg_form_offset(int j) {
+    return FORM == CG_FORM_COMB3 ? j - 1 : ((j & 1) ? -(j / 2 + 1) : j / 2 + 1);
+}
+
+// x, forms with compile-time offsets: lane l's neighbour at offset o is win[RMAX + l + o].
+template <class D, int V, int FORM>
+struct cg_fast_xwin {
+    const D (&win)[V + 2 * CG_FAST_RMAX];
+    CG_FN void operator()(int j, D (&x)[V]) const {
+        const int o = cg_form_offset<FORM>(j);
+#pragma unroll
+        for (int l = 0; l < V; ++l) x[l] = win[CG_FAST_RMAX + l + o];
+    }
 };
 
-template <class C>
-CG_FN cg_fast_coefs<C> cg_fast_read_coefs(const cg_fast_axis& a) {
-    cg_fast_coefs<C> k;
-    k.ia = reinterpret_cast<const C*>(a.ia);
-    k.ib = reinterpret_cast<const C*>(a.ib);
-    k.ic = reinterpret_cast<const C*>(a.ic);
-    if (a.mode == CG_MODE_DEVICE) {
-        const C* s = reinterpret_cast<const C*>(a.sdev);
-        k.uniform = *reinterpret_cast<const unsigned char*>(a.flag) != 0;
-        const int e = k.uniform ? CG_S_UNIFORM_EDGES : CG_S_EDGES;
-        k.div = s[CG_S_DIV];
-        k.l0 = s[e];
-        k.l1 = s[e + 1];
-        k.l2 = s[e + 2];
-        k.r0 = s[e + 3];
-        k.r1 = s[e + 4];
-        k.r2 = s[e + 5];
-    } else {
-        k.uniform = a.mode == CG_MODE_UNIFORM;
-        k.div = cg_from_double<C>(a.s[CG_S_DIV]);
-        k.l0 = cg_from_double<C>(a.s[CG_S_EDGES]);
-        k.l1 = cg_from_double<C>(a.s[CG_S_EDGES + 1]);
-        k.l2 = cg_from_double<C>(a.s[CG_S_EDGES + 2]);
-        k.r0 = cg_from_double<C>(a.s[CG_S_EDGES + 3]);
-        k.r1 = cg_from_double<C>(a.s[CG_S_EDGES + 4]);
-        k.r2 = cg_from_double<C>(a.s[CG_S_EDGES + 5]);
+// x, CG_FORM_DCOORD (pairs (o, 0)): the centre from the window, the other points loaded one by
+// one (L1 hits).
+template <class KD, class Tin, int V, class Idx>
+struct cg_fast_xdcoord {
+    typedef typename cg_num<KD>::value D;
+    const D (&win)[V + 2 * CG_FAST_RMAX];
+    const Tin* p;  // lane 0's element
+    const cg_fast_rec* rec;
+    CG_FN void operator()(int j, D (&x)[V]) const {
+        if (j & 1) {
+#pragma unroll
+            for (int l = 0; l < V; ++l) x[l] = win[CG_FAST_RMAX + l];
+        } else {
+            const Idx o = (Idx)__ldg(&rec->off[j]);
+#pragma unroll
+            for (int l = 0; l < V; ++l) x[l] = cg_fast_load1<KD, Tin>(p + (o + (Idx)l));
+        }
     }
-    return k;
+};
+
+// Any axis, the record's offsets, neighbours s elements apart: V-wide at p + o * s.
+template <class KD, class Tin, int V, class Idx>
+struct cg_fast_mem {
+    typedef typename cg_num<KD>::value D;
+    const Tin* p;  // lane 0's element
+    Idx s;
+    bool vec;
+    const cg_fast_rec* rec;
+    CG_FN void operator()(int j, D (&x)[V]) const {
+        cg_fast_load_any<KD, Tin, V>(p + (Idx)__ldg(&rec->off[j]) * s, vec, x);
+    }
+};
+
+// Weights: per-row tables (lane l at body row r0 + l * dr: dr = 1 along x, 0 along the other
+// axes), else the record's scalars.
+template <class KC, int V, class Idx>
+struct cg_fast_wt {
+    typedef typename cg_num<KC>::value C;
+    const cg_fast_rec* rec;
+    const C* tab;  // per-row weights at the first lane's row, or 0
+    Idx wstride;
+    int dr;
+    CG_FN void operator()(int k, C (&w)[V]) const {
+        if (tab != 0) {
+#pragma unroll
+            for (int l = 0; l < V; ++l) w[l] = __ldg(tab + (Idx)k * wstride + (Idx)(l * dr));
+        } else {
+            const C v = cg_from_double<C>(__ldg(&rec->w[k]));
+#pragma unroll
+            for (int l = 0; l < V; ++l) w[l] = v;
+        }
+    }
+};
+
+template <class KD, class KC, int V>
+CG_FN void cg_fast_round(const typename cg_num<KC>::value (&acc)[V],
+                         typename cg_num<KD>::value (&res)[V]) {
+#pragma unroll
+    for (int l = 0; l < V; ++l) res[l] = cg_convert<KC, KD>::apply(acc[l]);
 }
 
-// Interior coefficient of row `row` (1 .. n - 2); clamped so that lanes whose interior value is
-// overwritten by an edge formula never read outside the table.
-template <class C, class Idx>
-CG_FN void cg_fast_row_coefs(const cg_fast_coefs<C>& k, Idx row, Idx n, C& a, C& b, C& c) {
-    if (n <= 2) {
-        a = b = c = (C)0;
-        return;
-    }
-    Idx t = row - 1;
-    t = t < 0 ? 0 : t;
-    t = t > n - 3 ? n - 3 : t;
-    a = __ldg(k.ia + t);
-    b = __ldg(k.ib + t);
-    c = __ldg(k.ic + t);
-}
-
-// The derivative along one axis at V consecutive elements that share their row r along that axis
-// (any row, edges included), reading neighbours s elements apart. The slow path: tiles that touch
-// an edge, and the edge columns of the contiguous axis (V = 1, s = 1). One code path for every
-// region keeps the kernel small: the region only chooses the three rows read and the formula.
+// The derivative along axis a at V consecutive elements (lane 0 at f + idx) that share their row
+// r along a (y, plane axes; and x with V = 1), neighbours s elements apart.
 template <class KD, class KC, int V, class Tin, class Idx>
-CG_FN void cg_fast_any_row(const Tin* f, Idx idx, Idx r, Idx n, Idx s, int EO,
-                           const cg_fast_coefs<typename cg_num<KC>::value>& k,
-                           typename cg_num<KD>::value (&res)[V]) {
+CG_FN void cg_fast_row(const Tin* f, Idx idx, Idx r, Idx s, bool vec, const cg_fast_axis& a,
+                       typename cg_num<KD>::value (&res)[V]) {
+    typedef typename cg_num<KC>::value C;
+    const Idx n = (Idx)a.n;
+    const Idx b_lo = (Idx)a.b_lo;
+    const Idx b_hi = (Idx)a.b_hi;
+    const bool body = r >= b_lo && r < b_hi;
+    const Idx at = body ? b_lo + (n - b_hi) : (r < b_lo ? r : b_lo + (r - b_hi));
+    const cg_fast_rec* rec = reinterpret_cast<const cg_fast_rec*>(a.recs) + at;
+    const C* tab = (body && a.wrow) ? reinterpret_cast<const C*>(a.wrow) + (r - b_lo) : (const C*)0;
+    const cg_fast_mem<KD, Tin, V, Idx> nb = {f + idx, s, vec, rec};
+    const cg_fast_wt<KC, V, Idx> wt = {rec, tab, (Idx)a.wstride, 0};
+    C acc[V];
+    cg_stencil<KD, KC, V>(__ldg(&rec->kind), __ldg(&rec->nterms), nb, wt, acc);
+    cg_fast_round<KD, KC, V>(acc, res);
+}
+
+// x at a V-aligned chunk whose V columns c0 .. c0 + V - 1 are all body columns: neighbours from a
+// register window.
+template <class KD, class KC, int V, class Tin, class Idx>
+CG_FN void cg_fast_x_body(const Tin* f, Idx idx, Idx c0, const cg_fast_axis& a,
+                          const typename cg_num<KD>::value (&own)[V],
+                          typename cg_num<KD>::value (&res)[V]) {
     typedef typename cg_num<KD>::value D;
     typedef typename cg_num<KC>::value C;
-    const bool left = r == 0;
-    const bool right = r == n - 1;
-    // rows read: interior r-1, r, r+1; left 0, 1, 2; right n-3, n-2, n-1
-    const Idx o0 = left ? (Idx)0 : (right ? -2 * s : -s);
-    const Idx o1 = left ? s : (right ? -s : (Idx)0);
-    const Idx o2 = left ? 2 * s : (right ? (Idx)0 : s);
-    // First-order edges read two rows only (the third may not exist when n == 2).
-    const bool diff = (left || right) ? EO == 1 : k.uniform;
-    D x0[V], x1[V], x2[V];
+    const int m = (int)a.m;
+    D win[V + 2 * CG_FAST_RMAX];
 #pragma unroll
-    for (int l = 0; l < V; ++l) x0[l] = x2[l] = (D)0;
-    cg_fast_load<KD, Tin, V>(f + idx + o1, x1);
-    if (!(right && EO == 1)) cg_fast_load<KD, Tin, V>(f + idx + o0, x0);
-    if (!(left && EO == 1)) cg_fast_load<KD, Tin, V>(f + idx + o2, x2);
-    C a = left ? k.l0 : k.r0, b = left ? k.l1 : k.r1, c = left ? k.l2 : k.r2;
-    const C d = left ? k.l0 : (right ? k.r0 : k.div);
-    if (!left && !right && !k.uniform) cg_fast_row_coefs<C, Idx>(k, r, n, a, b, c);
+    for (int l = 0; l < V; ++l) win[CG_FAST_RMAX + l] = own[l];
 #pragma unroll
-    for (int l = 0; l < V; ++l) {
-        // numpy's differences: interior f[r+1] - f[r-1], left f[1] - f[0], right f[n-1] - f[n-2]
-        const C v = diff ? cg_diff<KD, KC>(left ? x1[l] : x2[l], right ? x1[l] : x0[l], d)
-                         : cg_comb3<KD, KC>(a, b, c, x0[l], x1[l], x2[l]);
-        res[l] = cg_convert<KC, KD>::apply(v);
+    for (int k = 1; k <= CG_FAST_RMAX; ++k) {
+        // body columns read only columns of the row: c0 - m >= 0 and c0 + V - 1 + m < W
+        win[CG_FAST_RMAX - k] = k <= m ? cg_fast_load1<KD, Tin>(f + idx - k) : (D)0;
+        win[CG_FAST_RMAX + V - 1 + k] =
+            k <= m ? cg_fast_load1<KD, Tin>(f + idx + (V - 1 + k)) : (D)0;
     }
+    const cg_fast_rec* rec =
+        reinterpret_cast<const cg_fast_rec*>(a.recs) + (a.b_lo + (a.n - a.b_hi));
+    const C* tab = a.wrow ? reinterpret_cast<const C*>(a.wrow) + (c0 - (Idx)a.b_lo) : (const C*)0;
+    const cg_fast_wt<KC, V, Idx> wt = {rec, tab, (Idx)a.wstride, 1};
+    C acc[V];
+    if (a.form == CG_FORM_DIFF) {
+        const cg_fast_xwin<D, V, CG_FORM_DSYM> nb = {win};
+        cg_stencil_k<KD, KC, V, CG_KIND_DIFF, 1, true>(1, nb, wt, acc);
+    } else if (a.form == CG_FORM_COMB3) {
+        const cg_fast_xwin<D, V, CG_FORM_COMB3> nb = {win};
+        cg_stencil_k<KD, KC, V, CG_KIND_COMB, 3, true>(3, nb, wt, acc);
+    } else if (a.form == CG_FORM_DSYM) {
+        const cg_fast_xwin<D, V, CG_FORM_DSYM> nb = {win};
+        cg_stencil_k<KD, KC, V, CG_KIND_DSUM, CG_FAST_RMAX, true>(m, nb, wt, acc);
+    } else {
+        const cg_fast_xdcoord<KD, Tin, V, Idx> nb = {win, f + idx, rec};
+        cg_stencil_k<KD, KC, V, CG_KIND_DSUM, 2 * CG_FAST_RMAX, false>(2 * m, nb, wt, acc);
+    }
+    cg_fast_round<KD, KC, V>(acc, res);
 }
 
 template <class Tin>
@@ -246,6 +337,14 @@ struct cg_fast_data_kind<float> {
     typedef float type;
 };
 
+// First column of row g (global row over planes) that starts a V-aligned chunk at or after xlo.
+template <int V, class Idx>
+CG_FN Idx cg_fast_chunk_start(Idx g, Idx W, Idx phase, Idx xlo) {
+    if (V == 1) return xlo;
+    const Idx mis = (phase + g * W + xlo) % (Idx)V;
+    return xlo + (mis == 0 ? (Idx)0 : (Idx)V - mis);
+}
+
 // ------------------------------------------------------------------------------------------------
 // The kernel
 // ------------------------------------------------------------------------------------------------
@@ -255,7 +354,6 @@ __global__ void __launch_bounds__(CG_FAST_BLOCK, CG_FAST_MIN_BLOCKS)
     cugrad_gradient_fast(const cg_fast_params p) {
     typedef typename cg_fast_data_kind<Tin>::type KD;
     typedef typename cg_num<KD>::value D;
-    typedef typename cg_num<KC>::value C;
     const int R = CG_FAST_ROWS;
 
     const Tin* __restrict__ f = reinterpret_cast<const Tin*>(p.f);
@@ -263,161 +361,87 @@ __global__ void __launch_bounds__(CG_FAST_BLOCK, CG_FAST_MIN_BLOCKS)
     const Idx H = (Idx)p.H;
     const Idx nxc = (Idx)p.nxc;
     const Idx nyt = (Idx)p.nyt;
-    const Idx ntiles = (Idx)p.ntiles;
+    const Idx nvec = (Idx)p.nvec;
+    const Idx nsl = (Idx)p.nsl;
+    const Idx nsc = nsl + (Idx)p.nsr;
+    const Idx nitems = (Idx)p.nitems;
+    const Idx phase = (Idx)p.phase;
+    const Idx xlo = (Idx)p.xlo;
+    const Idx xhi = (Idx)p.xhi;
+    const bool nbr_vec = p.nbr_vec != 0;
     const bool has_x = p.has_x != 0;
     const bool has_y = p.has_y != 0;
     const int nplanes = (int)p.nplanes;
-    const int EO = (int)p.edge_order;
 
     const Idx step = (Idx)gridDim.x * (Idx)blockDim.x;
-    for (Idx t = (Idx)blockIdx.x * (Idx)blockDim.x + (Idx)threadIdx.x; t < ntiles; t += step) {
-        const Idx xc = t % nxc;
-        const Idx rest = t / nxc;
-        const Idx yt = rest % nyt;
-        const Idx pl = rest / nyt;
-        const Idx c0 = xc * V;
-        const Idx r0 = yt * R;
-        const Idx base = (pl * H + r0) * W + c0;  // element (pl, r0, c0)
-        const Idx nrows = (H - r0) < (Idx)R ? (H - r0) : (Idx)R;
-
-        // w[j + 1] = row r0 + j; w[0] and w[R + 1] are the rows above and below (y only).
-        D w[R + 2][V];
-#pragma unroll
-        for (int j = 0; j < R; ++j) {
-            if (j < nrows) cg_fast_load<KD, Tin, V>(f + base + (Idx)j * W, w[j + 1]);
-        }
-        if (has_y) {
-            if (r0 > 0) cg_fast_load<KD, Tin, V>(f + base - W, w[0]);
-            if (r0 + R < H) cg_fast_load<KD, Tin, V>(f + base + (Idx)R * W, w[R + 1]);
-        }
-
-        // ---- x: the contiguous axis ------------------------------------------------------------
-        if (has_x) {
-            // Coefficients are read where they are used, from the parameter block (constant
-            // bank): held for the whole kernel they would cost ~20 registers per axis.
-            const cg_fast_coefs<C> kx = cg_fast_read_coefs<C>(p.x);
-            D* const o = reinterpret_cast<D*>(p.x.out);
-            C ca[V], cb[V], cc[V];
-            if (!kx.uniform) {
-#pragma unroll
-                for (int l = 0; l < V; ++l) {
-                    cg_fast_row_coefs<C, Idx>(kx, c0 + l, W, ca[l], cb[l], cc[l]);
-                }
-            }
-#pragma unroll
+    for (Idx t = (Idx)blockIdx.x * (Idx)blockDim.x + (Idx)threadIdx.x; t < nitems; t += step) {
+        if (t < nvec) {
+            // ---- a vector tile: chunk xc of rows y0 .. y0 + R - 1 of plane pl ----------------
+            const Idx xc = t % nxc;
+            const Idx rest = t / nxc;
+            const Idx y0 = (rest % nyt) * R;
+            const Idx pl = rest / nyt;
+            // Rolled: the rows of a tile share the tile decode; unrolling them would multiply the
+            // code of every form and axis by R.
+#pragma unroll 1
             for (int j = 0; j < R; ++j) {
-                if (j < nrows) {
-                    const Idx row = base + (Idx)j * W;
-                    const D hl = c0 > 0 ? cg_fast_load1<KD, Tin>(f + row - 1) : (D)0;
-                    const D hr = c0 + V < W ? cg_fast_load1<KD, Tin>(f + row + V) : (D)0;
+                const Idx y = y0 + j;
+                const Idx g = pl * H + y;
+                const Idx c0 = cg_fast_chunk_start<V, Idx>(g, W, phase, xlo) + xc * V;
+                if (y < H && c0 + V <= xhi) {
+                    const Idx idx = g * W + c0;
+                    D own[V];
+                    cg_fast_load<KD, Tin, V>(f + idx, own);
                     D res[V];
-#pragma unroll
-                    for (int l = 0; l < V; ++l) {
-                        const D fm = l == 0 ? hl : w[j + 1][l == 0 ? 0 : l - 1];
-                        const D fp = l == V - 1 ? hr : w[j + 1][l == V - 1 ? 0 : l + 1];
-                        const C v =
-                            kx.uniform ? cg_diff<KD, KC>(fp, fm, kx.div)
-                                       : cg_comb3<KD, KC>(ca[l], cb[l], cc[l], fm, w[j + 1][l], fp);
-                        res[l] = cg_convert<KC, KD>::apply(v);
+                    if (has_x) {
+                        cg_fast_x_body<KD, KC, V, Tin, Idx>(f, idx, c0, p.x, own, res);
+                        cg_fast_store<D, V>(reinterpret_cast<D*>(p.x.out) + idx, res);
                     }
-                    cg_fast_store<D, V>(o + row, res);
-                }
-            }
-            // Edge columns: lane 0 of the first chunk, lane V - 1 of the last, overwritten in
-            // program order by the same thread.
-            if (c0 == 0 || c0 + V == W) {
-#pragma unroll 1
-                for (Idx j = 0; j < nrows; ++j) {
-                    const Idx row = base + j * W;
-                    D e[1];
-                    if (c0 == 0) {
-                        cg_fast_any_row<KD, KC, 1, Tin, Idx>(f, row, (Idx)0, W, (Idx)1, EO, kx, e);
-                        o[row] = e[0];
+                    if (has_y) {
+                        cg_fast_row<KD, KC, V, Tin, Idx>(f, idx, y, W, nbr_vec, p.y, res);
+                        cg_fast_store<D, V>(reinterpret_cast<D*>(p.y.out) + idx, res);
                     }
-                    if (c0 + V == W) {
-                        cg_fast_any_row<KD, KC, 1, Tin, Idx>(f, row + (V - 1), W - 1, W, (Idx)1,
-                                                             EO, kx, e);
-                        o[row + (V - 1)] = e[0];
-                    }
-                }
-            }
-        }
-
-        // ---- y: the row axis, from the rows held in registers ----------------------------------
-        if (has_y) {
-            const cg_fast_coefs<C> ky = cg_fast_read_coefs<C>(p.y);
-            D* const o = reinterpret_cast<D*>(p.y.out);
-            if (r0 >= 1 && r0 + R <= H - 1) {  // no edge row in this tile: w[0 .. R+1] all loaded
 #pragma unroll
-                for (int j = 0; j < R; ++j) {
-                    C ca, cb, cc;
-                    if (!ky.uniform) cg_fast_row_coefs<C, Idx>(ky, r0 + j, H, ca, cb, cc);
-                    D res[V];
-#pragma unroll
-                    for (int l = 0; l < V; ++l) {
-                        const C v =
-                            ky.uniform
-                                ? cg_diff<KD, KC>(w[j + 2][l], w[j][l], ky.div)
-                                : cg_comb3<KD, KC>(ca, cb, cc, w[j][l], w[j + 1][l], w[j + 2][l]);
-                        res[l] = cg_convert<KC, KD>::apply(v);
-                    }
-                    cg_fast_store<D, V>(o + base + (Idx)j * W, res);
-                }
-            } else {
-#pragma unroll 1
-                for (Idx j = 0; j < nrows; ++j) {
-                    D res[V];
-                    cg_fast_any_row<KD, KC, V, Tin, Idx>(f, base + j * W, r0 + j, H, W, EO, ky,
-                                                         res);
-                    cg_fast_store<D, V>(o + base + j * W, res);
-                }
-            }
-        }
-
-        // ---- plane axes: neighbours one axis stride away ---------------------------------------
-#pragma unroll
-        for (int q = 0; q < CG_FAST_MAX_PLANE_AXES; ++q) {
-            if (q < nplanes) {
-                const cg_fast_axis& a = p.plane[q];
-                const cg_fast_coefs<C> k = cg_fast_read_coefs<C>(a);
-                D* const o = reinterpret_cast<D*>(a.out);
-                const Idx s = (Idx)a.stride;
-                const Idx n = (Idx)a.n;
-                const Idx rk = (pl / (Idx)a.pstride) % n;  // the same row for the whole tile
-                if (rk > 0 && rk < n - 1) {
-                    C ca = (C)0, cb = (C)0, cc = (C)0;
-                    if (!k.uniform) cg_fast_row_coefs<C, Idx>(k, rk, n, ca, cb, cc);
-                    // All neighbour loads first, so that 2R of them are in flight together.
-                    D fm[R][V], fp[R][V];
-#pragma unroll
-                    for (int j = 0; j < R; ++j) {
-                        if (j < nrows) {
-                            const Idx row = base + (Idx)j * W;
-                            cg_fast_load<KD, Tin, V>(f + row - s, fm[j]);
-                            cg_fast_load<KD, Tin, V>(f + row + s, fp[j]);
+                    for (int q = 0; q < CG_FAST_MAX_PLANE_AXES; ++q) {
+                        if (q < nplanes) {
+                            const Idx rk = (pl / (Idx)p.plane[q].pstride) % (Idx)p.plane[q].n;
+                            cg_fast_row<KD, KC, V, Tin, Idx>(f, idx, rk, (Idx)p.plane[q].stride,
+                                                             nbr_vec, p.plane[q], res);
+                            cg_fast_store<D, V>(reinterpret_cast<D*>(p.plane[q].out) + idx, res);
                         }
                     }
+                }
+            }
+        } else {
+            // ---- one element outside the chunks of its row -----------------------------------
+            const Idx u = t - nvec;
+            const Idx g = u / nsc;
+            const Idx slot = u - g * nsc;
+            const Idx hs = cg_fast_chunk_start<V, Idx>(g, W, phase, xlo);
+            const Idx nc = xhi > hs ? (xhi - hs) / (Idx)V : (Idx)0;
+            const Idx te = hs + nc * (Idx)V;
+            const Idx c = slot < nsl ? slot : te + (slot - nsl);
+            const bool valid = slot < nsl ? (c < hs && c < W) : c < W;
+            if (valid) {
+                const Idx idx = g * W + c;
+                const Idx pl = g / H;
+                const Idx y = g - pl * H;
+                D res[1];
+                if (has_x) {
+                    cg_fast_row<KD, KC, 1, Tin, Idx>(f, idx, c, (Idx)1, false, p.x, res);
+                    reinterpret_cast<D*>(p.x.out)[idx] = res[0];
+                }
+                if (has_y) {
+                    cg_fast_row<KD, KC, 1, Tin, Idx>(f, idx, y, W, false, p.y, res);
+                    reinterpret_cast<D*>(p.y.out)[idx] = res[0];
+                }
 #pragma unroll
-                    for (int j = 0; j < R; ++j) {
-                        if (j < nrows) {
-                            D res[V];
-#pragma unroll
-                            for (int l = 0; l < V; ++l) {
-                                const C v =
-                                    k.uniform ? cg_diff<KD, KC>(fp[j][l], fm[j][l], k.div)
-                                              : cg_comb3<KD, KC>(ca, cb, cc, fm[j][l], w[j + 1][l],
-                                                                 fp[j][l]);
-                                res[l] = cg_convert<KC, KD>::apply(v);
-                            }
-                            cg_fast_store<D, V>(o + base + (Idx)j * W, res);
-                        }
-                    }
-                } else {
-#pragma unroll 1
-                    for (Idx j = 0; j < nrows; ++j) {
-                        D res[V];
-                        cg_fast_any_row<KD, KC, V, Tin, Idx>(f, base + j * W, rk, n, s, EO, k, res);
-                        cg_fast_store<D, V>(o + base + j * W, res);
+                for (int q = 0; q < CG_FAST_MAX_PLANE_AXES; ++q) {
+                    if (q < nplanes) {
+                        const Idx rk = (pl / (Idx)p.plane[q].pstride) % (Idx)p.plane[q].n;
+                        cg_fast_row<KD, KC, 1, Tin, Idx>(f, idx, rk, (Idx)p.plane[q].stride, false,
+                                                         p.plane[q], res);
+                        reinterpret_cast<D*>(p.plane[q].out)[idx] = res[0];
                     }
                 }
             }

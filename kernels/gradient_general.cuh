@@ -1,33 +1,49 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // Copyright (c) 2026 cugrad developers
 //
-// cg_general_point: one element of numpy.gradient along one axis, for any layout and dtype. It is
-// the body of cugrad's ElementwiseKernel general path (the preamble concatenates
-// gradient_stencils.cuh and this file); the CPU emulation tests run it with a strided host array.
+// cg_general_point: one element of the derivative along one axis, for any layout, dtype and
+// region list. It is the body of cugrad's ElementwiseKernel general path (the preamble
+// concatenates gradient_stencils.cuh and this file); the CPU emulation runs it on strided host
+// arrays.
 //
 // What it computes: out[i] for the output element i (C-order index over the output's shape) of
 // the rows [lo, lo + orows) of the axis, read from a window of f whose first row along the axis is
-// global row fstart (frows rows). Without windows: lo = fstart = 0, orows = frows = n.
+// global row fstart (frows rows). Row g uses the region of the plan that holds it (cg_stencil's
+// operation order); a neighbour row j = g + o maps to window row j - fstart when that lies in the
+// window, else to (j mod n) - fstart (periodic axes; a window that holds the whole axis needs no
+// halo copy). Without windows: lo = fstart = 0, orows = frows = n.
 //
 // Assumptions:
-//   * `f`, the tables and `flag` are indexable with a flat C-order index (CuPy's CArray for
-//     `raw` parameters, which follows any strides); `inner` is the product of the dimensions after
-//     the axis, the same in f and out.
-//   * Kinds: KD data (cg_half, float, double, cg_complex<T>; integer data loads as double), KI / KL
-//     / KR the compute kinds of the interior, left and right stencils (numpy may promote them
-//     differently), KO the output kind.
-//   * Tables (each in its region's compute dtype; float16 as raw bits, complex as complex):
-//       ia, ib, ic: interior coefficients, n - 2 each (CG_MODE_COORDS, CG_MODE_DEVICE)
-//       si[0]: uniform interior divisor (CG_MODE_UNIFORM, CG_MODE_DEVICE)
-//       sl, sr: left / right edge coefficients: [0..2] the coordinate (or only) variant,
-//               [3..5] the uniform variant of CG_MODE_DEVICE; edge order 1 uses only [0] / [3].
-//   * flag[0]: CG_MODE_DEVICE only, numpy's "evenly spaced coordinates" test, read on the device.
+//   * `f`, `regs`, the weight tables and `flag` are indexable with a flat C-order index (CuPy's
+//     CArray for `raw` parameters follows any strides); `inner` is the product of the dimensions
+//     after the axis, the same in f and out.
+//   * Kinds: KD data (cg_half, float, double, cg_complex<T>; integer and bool data load as
+//     double), K0 .. K2 the compute kinds of the weight tables w0 .. w2 (NS of them are used:
+//     numpy may compute regions of one axis in different dtypes), KO the output kind.
+//   * regs (int64): [0] the number of regions of the plan, [1] the number of regions of its
+//     uniform variant (device coordinates; 0 otherwise), then CG_GREC_SIZE values per region, the
+//     plan's first: start, stop, kind, nterms, wrap, slot (which of w0 .. w2), per_row, wbase,
+//     CG_MAX_OFFSETS offsets. Weight k of row g: w[wbase + k] (scalars) or
+//     w[wbase + k * (stop - start) + g - start] (per_row).
+//   * flag[0]: with a uniform variant, numpy's "evenly spaced coordinates" test, read on the
+//     device; true selects the uniform variant's regions.
 //
 // Launch shape: CuPy's ElementwiseKernel (one thread per output element, grid-stride); every
-// branch below depends on the row only, so threads of a warp mostly agree.
+// branch below depends on the row only, so the threads of a warp mostly agree.
 
 #ifndef CUGRAD_GRADIENT_GENERAL_CUH
 #define CUGRAD_GRADIENT_GENERAL_CUH
+
+#define CG_GREC_SIZE (8 + CG_MAX_OFFSETS)
+#define CG_GREC_START 0
+#define CG_GREC_STOP 1
+#define CG_GREC_KIND 2
+#define CG_GREC_NTERMS 3
+#define CG_GREC_WRAP 4
+#define CG_GREC_SLOT 5
+#define CG_GREC_PER_ROW 6
+#define CG_GREC_WBASE 7
+#define CG_GREC_OFF 8
 
 // Writes a computed value into a stored element: reals and float16 bits as they are, complex
 // values through the element type's (re, im) constructor (thrust::complex, std::complex).
@@ -40,61 +56,90 @@ CG_FN void cg_assign(O& out, const cg_complex<T>& v) {
     out = O(v.re, v.im);
 }
 
-template <class KD, class KI, class KL, class KR, class KO, int EO, class O, class F, class TI,
-          class TL, class TR, class FL>
-CG_FN void cg_general_point(O& out, const F& f, const TI& ia, const TI& ib, const TI& ic,
-                            const TI& si, const TL& sl, const TR& sr, const FL& flag, long long i,
-                            long long n, long long inner, long long orows, long long lo,
-                            long long frows, long long fstart, int mode) {
-    typedef cg_num<KD> ND;
-    typedef typename ND::value D;
+// Reads the data values of one row's offsets from the window.
+template <class KD, class F, class R>
+struct cg_general_nb {
+    const F& f;
+    const R& regs;
+    long long rec, g, n, inner, frows, fstart, base;
+    CG_FN void operator()(int j, typename cg_num<KD>::value (&x)[1]) const {
+        const long long row = g + (long long)regs[rec + CG_GREC_OFF + j];
+        long long w = row - fstart;
+        if (w < 0 || w >= frows) {
+            long long m = row % n;  // periodic: the row it stands for
+            w = (m < 0 ? m + n : m) - fstart;
+        }
+        x[0] = cg_num<KD>::load(f[base + w * inner]);
+    }
+};
+
+template <class K, class W, class R>
+struct cg_general_wt {
+    const W& w;
+    const R& regs;
+    long long rec, g;
+    CG_FN void operator()(int k, typename cg_num<K>::value (&x)[1]) const {
+        const long long start = regs[rec + CG_GREC_START];
+        long long at = regs[rec + CG_GREC_WBASE];
+        if (regs[rec + CG_GREC_PER_ROW]) {
+            at += (long long)k * (regs[rec + CG_GREC_STOP] - start) + (g - start);
+        } else {
+            at += k;
+        }
+        x[0] = cg_num<K>::load(w[at]);
+    }
+};
+
+template <class KD, class K, class KO, class O, class F, class R, class W>
+CG_FN void cg_general_region(O& out, const F& f, const R& regs, const W& w, long long rec,
+                             long long g, long long n, long long inner, long long frows,
+                             long long fstart, long long base) {
+    const cg_general_nb<KD, F, R> nb = {f, regs, rec, g, n, inner, frows, fstart, base};
+    const cg_general_wt<K, W, R> wt = {w, regs, rec, g};
+    typename cg_num<K>::value acc[1];
+    cg_stencil<KD, K, 1>((int)regs[rec + CG_GREC_KIND], (int)regs[rec + CG_GREC_NTERMS], nb, wt,
+                         acc);
+    cg_assign(out, cg_num<KO>::store(cg_convert<K, KO>::apply(acc[0])));
+}
+
+template <class KD, int NS, class K0, class K1, class K2, class KO, class O, class F, class R,
+          class W0, class W1, class W2, class FL>
+CG_FN void cg_general_point(O& out, const F& f, const R& regs, const W0& w0, const W1& w1,
+                            const W2& w2, const FL& flag, long long i, long long n,
+                            long long inner, long long orows, long long lo, long long frows,
+                            long long fstart) {
     const long long q = i / inner;
     const long long in = i - q * inner;
     const long long g = lo + q % orows;  // global row along the axis
-    // f index of global row r is fbase + r * inner
-    const long long fbase = (q / orows) * frows * inner + in - fstart * inner;
-    const int edge_set = (mode == CG_MODE_DEVICE && flag[0]) ? 3 : 0;
-
-    if (g == 0) {
-        typedef cg_num<KL> NL;
-        const D f0 = ND::load(f[fbase]);
-        const D f1 = ND::load(f[fbase + inner]);
-        typename NL::value r;
-        if (EO == 1) {
-            r = cg_diff<KD, KL>(f1, f0, NL::load(sl[edge_set]));
-        } else {
-            const D f2 = ND::load(f[fbase + 2 * inner]);
-            r = cg_comb3<KD, KL>(NL::load(sl[edge_set]), NL::load(sl[edge_set + 1]),
-                                 NL::load(sl[edge_set + 2]), f0, f1, f2);
+    // f index of window row w: base + w * inner
+    const long long base = (q / orows) * frows * inner + in;
+    const long long nmain = regs[0];
+    const long long nalt = regs[1];
+    const bool alt = nalt > 0 && flag[0];
+    long long first = alt ? nmain : 0;
+    const long long count = alt ? nalt : nmain;
+    long long rec = 2 + first * CG_GREC_SIZE;
+    for (long long r = 0; r < count; ++r) {
+        const long long at = 2 + (first + r) * CG_GREC_SIZE;
+        if (g >= regs[at + CG_GREC_START] && g < regs[at + CG_GREC_STOP]) {
+            rec = at;
+            break;
         }
-        cg_assign(out, cg_num<KO>::store(cg_convert<KL, KO>::apply(r)));
-    } else if (g == n - 1) {
-        typedef cg_num<KR> NR;
-        const D f2 = ND::load(f[fbase + (n - 1) * inner]);
-        const D f1 = ND::load(f[fbase + (n - 2) * inner]);
-        typename NR::value r;
-        if (EO == 1) {
-            r = cg_diff<KD, KR>(f2, f1, NR::load(sr[edge_set]));
-        } else {
-            const D f0 = ND::load(f[fbase + (n - 3) * inner]);
-            r = cg_comb3<KD, KR>(NR::load(sr[edge_set]), NR::load(sr[edge_set + 1]),
-                                 NR::load(sr[edge_set + 2]), f0, f1, f2);
-        }
-        cg_assign(out, cg_num<KO>::store(cg_convert<KR, KO>::apply(r)));
-    } else {
-        typedef cg_num<KI> NI;
-        const D fm = ND::load(f[fbase + (g - 1) * inner]);
-        const D fp = ND::load(f[fbase + (g + 1) * inner]);
-        typename NI::value r;
-        if (mode == CG_MODE_UNIFORM || edge_set == 3) {
-            r = cg_diff<KD, KI>(fp, fm, NI::load(si[0]));
-        } else {
-            const D f0 = ND::load(f[fbase + g * inner]);
-            r = cg_comb3<KD, KI>(NI::load(ia[g - 1]), NI::load(ib[g - 1]), NI::load(ic[g - 1]), fm,
-                                 f0, fp);
-        }
-        cg_assign(out, cg_num<KO>::store(cg_convert<KI, KO>::apply(r)));
     }
+    const long long slot = regs[rec + CG_GREC_SLOT];
+    if constexpr (NS >= 2) {
+        if (slot == 1) {
+            cg_general_region<KD, K1, KO>(out, f, regs, w1, rec, g, n, inner, frows, fstart, base);
+            return;
+        }
+    }
+    if constexpr (NS >= 3) {
+        if (slot == 2) {
+            cg_general_region<KD, K2, KO>(out, f, regs, w2, rec, g, n, inner, frows, fstart, base);
+            return;
+        }
+    }
+    cg_general_region<KD, K0, KO>(out, f, regs, w0, rec, g, n, inner, frows, fstart, base);
 }
 
 #endif  // CUGRAD_GRADIENT_GENERAL_CUH

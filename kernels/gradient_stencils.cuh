@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // Copyright (c) 2026 cugrad developers
 //
-// numpy.gradient's stencil formulas, bit for bit, as device functions shared by every cugrad
-// kernel (the RawKernel fast path in gradient_fast.cu and the ElementwiseKernel general path in
+// numpy.gradient's stencil formulas and cugrad's higher-order and periodic ones, bit for bit, as
+// device functions shared by every cugrad kernel (the RawKernel fast path in gradient_fast.cu and the ElementwiseKernel general path in
 // gradient_general.cuh).
 //
 // Why each operation is spelled out instead of written as `a * b`:
@@ -27,9 +27,9 @@
 // type, load() turns a stored element into a value, store() turns a value back into the stored
 // element. Kinds: cg_half (float16), float, double, cg_complex<float>, cg_complex<double>.
 //
-// Room for wider stencils: every formula is a function of the loaded neighbours and its
-// coefficients; a wider interior (or periodic edges) adds functions here and wider halos in the
-// kernels, without touching the arithmetic above.
+// The stencils (bottom of the file) are data: a kind, offsets and weights per region of rows, as
+// cugrad._plan.Region describes them; one function, cg_stencil, computes all of them for both
+// kernels, so the operation order is written down once.
 
 #ifndef CUGRAD_GRADIENT_STENCILS_CUH
 #define CUGRAD_GRADIENT_STENCILS_CUH
@@ -363,12 +363,29 @@ struct cg_convert<cg_complex<double>, cg_complex<float> > {
 };
 
 // ------------------------------------------------------------------------------------------------
-// The stencils
+// The stencils: THE operation order (cugrad._plan.Region says the same in Python)
 // ------------------------------------------------------------------------------------------------
+//
+// A region of rows applies one stencil; row i reads f[i + o] for the offsets o of its kind (taken
+// modulo the axis length on periodic axes, which the callers resolve into plain rows):
+//   CG_KIND_DIFF (numpy's first difference): offsets (p, q), weight d:
+//       (f[i+p] - f[i+q]) / d        the difference in the data kind, the quotient in the compute kind
+//   CG_KIND_COMB (numpy's weighted sum): offsets (o0 .. ok-1), one weight each:
+//       ((w0*f[i+o0] + w1*f[i+o1]) + w2*f[i+o2]) + ...      every product and sum in the compute kind
+//   CG_KIND_DSUM (accuracy 4, 6, 8): offsets in pairs (p0, q0, p1, q1, ...), one weight a pair:
+//       ((w0*(f[i+p0]-f[i+q0]) + w1*(f[i+p1]-f[i+q1])) + ...  each difference in the data kind, each
+//                                                              product and sum in the compute kind
+// The weight is the left operand of every product; the result is rounded once into the output
+// kind by the caller. Data values enter the compute kind through exact widenings (cg_convert).
+// Complex data uses complex weights (real weights promoted with imaginary +0, as numpy does).
 
-// (f[p] - f[q]) / d: the difference in the data kind, the quotient in the compute kind.
-// Interior of a uniform axis (p = i + 1, q = i - 1, d = 2 * dx) and first-order edges
-// (p = 1, q = 0, d = dx_0; p = n - 1, q = n - 2, d = dx_n).
+#define CG_KIND_DIFF 0
+#define CG_KIND_COMB 1
+#define CG_KIND_DSUM 2
+#define CG_MAX_TERMS 8     // terms of a comb, pairs of a dsum
+#define CG_MAX_OFFSETS 16  // offsets of one stencil
+
+// (fp - fq) / d: the difference in the data kind, the quotient in the compute kind.
 template <class KD, class KC>
 CG_FN typename cg_num<KC>::value cg_diff(typename cg_num<KD>::value fp,
                                          typename cg_num<KD>::value fq,
@@ -376,26 +393,74 @@ CG_FN typename cg_num<KC>::value cg_diff(typename cg_num<KD>::value fp,
     return cg_num<KC>::div(cg_convert<KD, KC>::apply(cg_num<KD>::sub(fp, fq)), d);
 }
 
-// a * f0 + b * f1 + c * f2 in the compute kind, products first, sums left to right.
-// Interior of a coordinate axis (f[i-1], f[i], f[i+1]) and second-order edges
-// (f[0], f[1], f[2]; f[n-3], f[n-2], f[n-1]).
-template <class KD, class KC>
-CG_FN typename cg_num<KC>::value cg_comb3(typename cg_num<KC>::value a,
-                                          typename cg_num<KC>::value b,
-                                          typename cg_num<KC>::value c,
-                                          typename cg_num<KD>::value f0,
-                                          typename cg_num<KD>::value f1,
-                                          typename cg_num<KD>::value f2) {
+// The stencil at V lanes that share their offsets and kind (V = 1 for one element):
+//   nb(j, x): x[l] = the data value of lane l at the j-th offset (j < 2 * nterms for DSUM)
+//   wt(k, w): w[l] = the weight of term k at lane l
+// cg_stencil_k has the kind as a template argument. UNROLL unrolls the term loop to NT terms, so
+// that with nb and wt inlined the indices j and k are constants and a register window indexed
+// through them stays in registers; otherwise the loop stays rolled (small code, any nterms).
+
+template <class KD, class KC, int V, int KIND, class Nb, class Wt>
+CG_FN void cg_stencil_term(int k, const Nb& nb, const Wt& wt,
+                           typename cg_num<KC>::value (&acc)[V]) {
     typedef cg_num<KC> N;
-    const typename N::value t0 = N::mul(a, cg_convert<KD, KC>::apply(f0));
-    const typename N::value t1 = N::mul(b, cg_convert<KD, KC>::apply(f1));
-    const typename N::value t2 = N::mul(c, cg_convert<KD, KC>::apply(f2));
-    return N::add(N::add(t0, t1), t2);
+    typedef cg_num<KD> ND;
+    typedef typename N::value C;
+    typename ND::value a[V];
+    C w[V];
+    wt(k, w);
+    if (KIND == CG_KIND_COMB) {
+        nb(k, a);
+#pragma unroll
+        for (int l = 0; l < V; ++l) {
+            const C t = N::mul(w[l], cg_convert<KD, KC>::apply(a[l]));
+            acc[l] = k == 0 ? t : N::add(acc[l], t);
+        }
+    } else {
+        typename ND::value b[V];
+        nb(2 * k, a);
+        nb(2 * k + 1, b);
+#pragma unroll
+        for (int l = 0; l < V; ++l) {
+            const C t = N::mul(w[l], cg_convert<KD, KC>::apply(ND::sub(a[l], b[l])));
+            acc[l] = k == 0 ? t : N::add(acc[l], t);
+        }
+    }
 }
 
-// How an axis's interior is computed (the same numbers in both kernels).
-#define CG_MODE_UNIFORM 0  // scalar spacing: cg_diff with the divisor 2 * dx
-#define CG_MODE_COORDS 1   // coordinate array: cg_comb3 with per-row coefficient tables
-#define CG_MODE_DEVICE 2   // device coordinates: a device flag picks one of the two above
+template <class KD, class KC, int V, int KIND, int NT, bool UNROLL, class Nb, class Wt>
+CG_FN void cg_stencil_k(int nterms, const Nb& nb, const Wt& wt,
+                        typename cg_num<KC>::value (&acc)[V]) {
+    if (KIND == CG_KIND_DIFF) {
+        typename cg_num<KD>::value a[V], b[V];
+        typename cg_num<KC>::value d[V];
+        nb(0, a);
+        nb(1, b);
+        wt(0, d);
+#pragma unroll
+        for (int l = 0; l < V; ++l) acc[l] = cg_diff<KD, KC>(a[l], b[l], d[l]);
+    } else if (UNROLL) {
+#pragma unroll
+        for (int k = 0; k < NT; ++k) {
+            if (k < nterms) cg_stencil_term<KD, KC, V, KIND>(k, nb, wt, acc);
+        }
+    } else {
+#pragma unroll 1
+        for (int k = 0; k < nterms; ++k) cg_stencil_term<KD, KC, V, KIND>(k, nb, wt, acc);
+    }
+}
+
+// Any kind, chosen at run time; rolled loops.
+template <class KD, class KC, int V, class Nb, class Wt>
+CG_FN void cg_stencil(int kind, int nterms, const Nb& nb, const Wt& wt,
+                      typename cg_num<KC>::value (&acc)[V]) {
+    if (kind == CG_KIND_DIFF) {
+        cg_stencil_k<KD, KC, V, CG_KIND_DIFF, 1, false>(nterms, nb, wt, acc);
+    } else if (kind == CG_KIND_COMB) {
+        cg_stencil_k<KD, KC, V, CG_KIND_COMB, CG_MAX_TERMS, false>(nterms, nb, wt, acc);
+    } else {
+        cg_stencil_k<KD, KC, V, CG_KIND_DSUM, CG_MAX_TERMS, false>(nterms, nb, wt, acc);
+    }
+}
 
 #endif  // CUGRAD_GRADIENT_STENCILS_CUH

@@ -15,6 +15,7 @@ Also here, without any compiler: the plain-Python planning helpers of the CuPy b
 from __future__ import annotations
 
 import dataclasses
+import math
 import mmap
 import re
 import sys
@@ -35,10 +36,25 @@ pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 F16, F32, F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
 C64, C128 = np.dtype(np.complex64), np.dtype(np.complex128)
 
-# General-path kernels built into the emulation library (each test's variant must be here).
-GENERAL_VARIANTS = _kernels.representative_general_variants() + [
-    _kernels.GeneralVariant(np.dtype(np.int8), F64, F64, F64, F64, F64, 2),
-]
+def _general_variants() -> list[_kernels.GeneralVariant]:
+    """General-path kernels built into the emulation library (each test's variant must be here):
+    every data dtype with the compute dtypes numpy's promotions and cugrad's weights give it."""
+    GV = _kernels.GeneralVariant
+    slots = {
+        F16: [(F16,), (F32,), (F64,), (F64, F16), (F64, F16, F32)],
+        F32: [(F32,), (F64,), (F64, F32), (F32, F64)],
+        F64: [(F64,)],
+        C64: [(C64,), (C128,), (C128, C64)],
+        C128: [(C128,)],
+    }
+    variants = [GV(d, d, s, d) for d, options in slots.items() for s in options]
+    for int_dtype in (np.int8, np.int16, np.int64, np.uint8, np.bool_):
+        variants.append(GV(np.dtype(int_dtype), F64, (F64,), F64))
+    variants += _kernels.representative_general_variants()
+    return list(dict.fromkeys(variants))
+
+
+GENERAL_VARIANTS = _general_variants()
 
 
 @pytest.fixture(scope="session")
@@ -56,12 +72,13 @@ def emu(tmp_path_factory: pytest.TempPathFactory) -> Any:
 # ------------------------------------------------------------------------------------------------
 
 
-def emulate(emu: Any, plan: _plan.GradientPlan, f: np.ndarray, outs: list[np.ndarray]) -> tuple:
+def emulate(emu: Any, plan: _plan.GradientPlan, f: np.ndarray, outs: list[np.ndarray],
+            tuning: _kernels.FastTuning = _kernels.DEFAULT_TUNING) -> tuple:
     infos = [cb.ArrayInfo.of(o) for o in outs]
-    launches, general = cb.select_paths(plan, cb.ArrayInfo.of(f), infos)
+    launches, general = cb.select_paths(plan, cb.ArrayInfo.of(f), infos, tuning)
     for launch in launches:
         params, keep = cb.fast_launch_params(plan, launch, f, outs, np)
-        grid, _ = cb.launch_config(launch.ntiles, None)
+        grid, _ = cb.launch_config(launch.work.nitems, None, tuning)
         emu.run_fast(launch.variant, params, grid)
         del keep
     for i in general:
@@ -78,9 +95,10 @@ def run_rows(emu, plan, f, out, ap, lo, hi, f_start) -> None:
 
 
 def gradient(emu: Any, f: np.ndarray, *varargs: Any, axis: Any = None, edge_order: int = 1,
-             stack: bool = False, plan: _plan.GradientPlan | None = None) -> tuple:
+             stack: bool = False, plan: _plan.GradientPlan | None = None,
+             tuning: _kernels.FastTuning = _kernels.DEFAULT_TUNING, **options: Any) -> tuple:
     """(result shaped like numpy.gradient's, fast launches, general axis indices)."""
-    plan = plan or make_plan(f, varargs, axis, edge_order)
+    plan = plan or make_plan(f, varargs, axis, edge_order, **options)
     count = len(plan.axes)
     # NaN-filled outputs: an element the kernels forget to write cannot pass for a result.
     if stack:
@@ -88,7 +106,7 @@ def gradient(emu: Any, f: np.ndarray, *varargs: Any, axis: Any = None, edge_orde
         outs = [stacked[i] for i in range(count)]
     else:
         outs = [np.full(f.shape, np.nan, plan.out_dtype) for _ in range(count)]
-    launches, general = emulate(emu, plan, f, outs)
+    launches, general = emulate(emu, plan, f, outs, tuning)
     result = outs[0] if count == 1 else tuple(outs)
     return result, launches, general
 
@@ -130,20 +148,34 @@ def test_parameter_block_layout_matches_the_kernel(emu):
     assert emu.lib.cg_emu_sizeof_params() == cb.FAST_PARAMS_DTYPE.itemsize
     assert emu.lib.cg_emu_sizeof_axis() == cb.FAST_AXIS_DTYPE.itemsize
     assert emu.lib.cg_emu_offsetof_f() == cb.FAST_PARAMS_DTYPE.fields["f"][1]
+    assert emu.lib.cg_emu_sizeof_rec() == cb.FAST_REC_DTYPE.itemsize
+    assert emu.lib.cg_emu_offsetof_rec_w() == cb.FAST_REC_DTYPE.fields["w"][1]
 
 
 def test_python_mirrors_of_kernel_constants():
     source = _kernels.kernel_source(_kernels.FAST_FILE)
-    for name, value in (("CG_FAST_ROWS", _kernels.FAST_ROWS),
+    tuning = _kernels.DEFAULT_TUNING
+    for name, value in (("CG_FAST_ROWS", tuning.rows_per_thread),
+                        ("CG_FAST_MIN_BLOCKS", tuning.min_blocks_per_sm),
+                        ("CG_FAST_BLOCK", tuning.block),
                         ("CG_FAST_MAX_PLANE_AXES", _kernels.FAST_MAX_PLANE_AXES),
-                        ("CG_FAST_BLOCK", _kernels.FAST_BLOCK),
-                        ("CG_NSCALARS", _kernels.NSCALARS),
-                        ("CG_S_EDGES", cb.S_EDGES), ("CG_S_UNIFORM_EDGES", cb.S_UNIFORM_EDGES)):
+                        ("CG_FAST_RMAX", _kernels.FAST_RMAX),
+                        ("CG_FAST_MAX_EDGE", _kernels.FAST_MAX_EDGE),
+                        ("CG_FORM_DIFF", _kernels.FORM_DIFF), ("CG_FORM_COMB3", _kernels.FORM_COMB3),
+                        ("CG_FORM_DSYM", _kernels.FORM_DSYM),
+                        ("CG_FORM_DCOORD", _kernels.FORM_DCOORD)):
         assert re.search(rf"#define {name} {value}\b", source), name
     stencils = _kernels.kernel_source(_kernels.STENCILS_FILE)
-    for name, value in (("CG_MODE_UNIFORM", cb.MODE_UNIFORM), ("CG_MODE_COORDS", cb.MODE_COORDS),
-                        ("CG_MODE_DEVICE", cb.MODE_DEVICE)):
+    for name, value in (("CG_KIND_DIFF", _kernels.KIND_CODES["diff"]),
+                        ("CG_KIND_COMB", _kernels.KIND_CODES["comb"]),
+                        ("CG_KIND_DSUM", _kernels.KIND_CODES["dsum"]),
+                        ("CG_MAX_TERMS", _kernels.MAX_TERMS),
+                        ("CG_MAX_OFFSETS", _kernels.MAX_OFFSETS)):
         assert re.search(rf"#define {name} {value}\b", stencils), name
+    general = _kernels.kernel_source(_kernels.GENERAL_FILE)
+    for k, field in enumerate(cb.GREC_FIELDS):
+        assert re.search(rf"#define CG_GREC_{field.upper()} {k}\b", general), field
+    assert re.search(rf"#define CG_GREC_OFF {len(cb.GREC_FIELDS)}\b", general)
 
 
 @pytest.mark.emulated
@@ -245,18 +277,74 @@ def test_fast_six_dimensions_split_into_launches(emu):
     assert len(launches) > 1  # more plane axes than one launch takes
 
 
+def aligned_empty(shape: tuple[int, ...], dtype: Any, offset_elements: int = 0) -> np.ndarray:
+    """An uninitialised C-contiguous array whose first element sits ``offset_elements`` past a
+    64-byte boundary (as a CuPy array view would)."""
+    dtype = np.dtype(dtype)
+    count = math.prod(shape)
+    raw = np.empty((count + offset_elements) * dtype.itemsize + 64, np.uint8)
+    start = (-raw.ctypes.data) % 64 + offset_elements * dtype.itemsize
+    return raw[start:start + count * dtype.itemsize].view(dtype).reshape(shape)
+
+
 @pytest.mark.emulated
-def test_fast_narrow_or_misaligned_falls_back_to_scalar_access(emu):
-    f = data((6, 7), np.float32, "narrow")  # 7 columns: no 4-wide access
-    launches, _ = check(emu, f, fast=True)
-    assert launches[0].variant.vec == 1
-    buffer = data((6 * 8 + 1,), np.float32, "misaligned")
-    shifted = buffer[1:].reshape(6, 8)  # C-contiguous, 4 bytes off 16-byte alignment
-    launches, _ = check(emu, shifted, fast=True)
-    assert launches[0].variant.vec == 1
-    aligned = np.ascontiguousarray(shifted)
-    launches, _ = check(emu, aligned, fast=True)
-    assert launches[0].variant.vec in (1, 4)  # 4 when numpy's allocation is 16-byte aligned
+@pytest.mark.parametrize("W", [7, 13, 18, 33])
+@pytest.mark.parametrize("offset", [0, 1, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
+def test_fast_vector_body_with_any_width_and_alignment(emu, W, offset, dtype):
+    """Issue 9, item 9: W % V != 0 and misaligned arrays keep 16-byte chunks for every aligned
+    part of every row; only the head and tail of a row take the one-element items."""
+    f = aligned_empty((3, 5, W), dtype, offset % (16 // np.dtype(dtype).itemsize))
+    f[...] = data((3, 5, W), dtype, "align", W, offset)
+    outs = [aligned_empty(f.shape, dtype, offset % (16 // np.dtype(dtype).itemsize))
+            for _ in range(3)]
+    for o in outs:
+        o.fill(np.nan)
+    plan = make_plan(f, (0.5,), None, 2)
+    launches, general = emulate(emu, plan, f, outs)
+    assert not general and len(launches) == 1
+    (launch,) = launches
+    vec = 16 // np.dtype(dtype).itemsize
+    assert launch.variant.vec == vec
+    assert launch.phase == offset % vec
+    work = launch.work
+    rows = 15
+    assert work.nvec > 0
+    # one-element items: at most V - 1 unaligned columns plus x's edge column at each end of a row
+    assert work.nsl <= 1 + vec - 1 and work.nsr <= 1 + vec - 1
+    assert work.nscalar == (work.nsl + work.nsr) * rows
+    assert_same(tuple(outs), tuple(np.gradient(np.array(f), 0.5, edge_order=2)))
+
+
+def test_fast_work_covers_every_element_once():
+    """The kernel's item decode, replayed in Python: every element of every row is computed by
+    exactly one vector lane or one-element item, for any W, phase, body range and V."""
+    for vec in (1, 2, 4):
+        for W in (1, 2, 3, 5, 8, 9, 16, 17):
+            for phase in range(vec):
+                for xlo, xhi in ((0, W), (min(1, W), max(W - 1, 0)), (min(4, W), max(W - 4, 0))):
+                    if xhi < xlo:
+                        continue
+                    geom = cb.FastGeometry(W=W, H=3, P=2, roles={})
+                    work = cb.fast_work(geom, vec, phase, xlo, xhi, 2)
+                    seen = np.zeros((6, W), int)
+                    for g in range(6):
+                        hs = cb.chunk_start(g, W, phase, xlo, vec)
+                        nc = (xhi - hs) // vec if xhi > hs else 0
+                        assert nc <= work.nxc
+                        te = hs + nc * vec
+                        for xc in range(nc):
+                            c0 = hs + xc * vec
+                            assert (phase + g * W + c0) % vec == 0  # aligned chunk
+                            assert xlo <= c0 and c0 + vec <= xhi  # x body only
+                            seen[g, c0:c0 + vec] += 1
+                        for slot in range(work.nsl + work.nsr):
+                            if slot < work.nsl:
+                                if slot < min(hs, W):
+                                    seen[g, slot] += 1
+                            elif te + slot - work.nsl < W:
+                                seen[g, te + slot - work.nsl] += 1
+                    assert (seen == 1).all(), (vec, W, phase, xlo, xhi, seen)
 
 
 @pytest.mark.emulated
@@ -309,8 +397,8 @@ def test_device_flag_chooses_numpy_shortcut(emu, edge_order, dtype):
     assert not bool(plan.axis_plans[1].uniform_flag)
     result, launches, general = gradient(emu, f, plan=plan)
     assert_same(result, np.gradient(f, even, uneven, edge_order=edge_order))
-    if dtype in (np.float32, np.float64):
-        assert not general, "device coordinate axes of float data take the fast path"
+    # the general path reads numpy's flag and both region lists on the device
+    assert general == [0, 1] and not launches
 
 
 @pytest.mark.emulated
@@ -332,13 +420,18 @@ def test_index_beyond_2_31(emu):
     (launch,), general = cb.select_paths(
         plan, cb.ArrayInfo.of(f), [cb.ArrayInfo.of(d0), cb.ArrayInfo.of(d1)])
     assert not general and launch.variant.index == "i64"
-    params, _ = cb.fast_launch_params(plan, launch, f, [d0, d1], np)
-    grid, block = cb.launch_config(launch.ntiles, None)
-    nxc, _, _ = cb.tile_counts(launch.geometry, launch.variant.vec)
+    params, keep = cb.fast_launch_params(plan, launch, f, [d0, d1], np)
+    work = launch.work
+    grid, block = cb.launch_config(work.nitems, None)
+    nxc = work.nxc
     first_row_tile = (rows - 8) // _kernels.FAST_ROWS  # the last 8 rows, and a little more
     first_block = first_row_tile * nxc // block
-    emu.run_fast(launch.variant, params, grid, first_block, grid)
-    first_row = first_block * block // nxc * _kernels.FAST_ROWS
+    # the vector tiles of the last rows, then the one-element items (x's edge columns)
+    emu.run_fast(launch.variant, params, grid, first_block, -(-work.nvec // block))
+    # the first row group whose tiles all lie in the blocks run
+    first_row = -(-first_block * block // nxc) * _kernels.FAST_ROWS
+    first_item = first_row * (work.nsl + work.nsr)
+    emu.run_fast(launch.variant, params, grid, (work.nvec + first_item) // block, grid)
     assert rows - first_row <= tail - 2  # the rows computed read only the filled tail
     assert first_row * cols < 2**31 < rows * cols  # and they straddle element 2**31
     expected = np.gradient(np.array(f[-tail:]), 0.5, edge_order=2)
@@ -388,7 +481,7 @@ def test_general_regions_with_different_compute_dtypes(emu):
     # numpy computes the interior in float64 (2.0 * np.int8) and the edges in float32
     f = data((6, 9), np.float32, "regions")
     plan = make_plan(f, (np.int8(3),), 1, 1)
-    assert plan.axis_plans[0].interior.dtype != plan.axis_plans[0].left.dtype
+    assert len({r.dtype for r in plan.axis_plans[0].regions}) == 2
     check(emu, f, np.int8(3), axis=1, fast=False)
 
 
@@ -478,6 +571,7 @@ def fake_cupy(emu: Any) -> Any:
     built-in variables, so launches are serialised.
     """
     fast = {v.expression: v for v in _kernels.all_fast_variants()}
+    tunings = {_kernels.fast_module_code(): _kernels.DEFAULT_TUNING}
     general = {v.name: v for v in GENERAL_VARIANTS}
     lock = threading.Lock()
     log: dict[str, int] = {"modules": 0, "fast": 0, "general": 0}
@@ -492,7 +586,7 @@ def fake_cupy(emu: Any) -> Any:
 
     class RawModule:
         def __init__(self, code: str, options: tuple, name_expressions: list) -> None:
-            assert code == _kernels.fast_module_code() and options == _kernels.COMPILE_OPTIONS
+            assert code in tunings and options == _kernels.COMPILE_OPTIONS
             self.names = list(name_expressions)
             log["modules"] += 1
 
@@ -503,6 +597,7 @@ def fake_cupy(emu: Any) -> Any:
             def launch(grid: tuple, block: tuple, args: tuple) -> None:
                 (params,) = args
                 assert block == (_kernels.FAST_BLOCK,) and params.dtype == cb.FAST_PARAMS_DTYPE
+                assert len(grid) == 1 and grid[0] <= 2 * cb.THREADS_PER_SM // block[0]
                 with lock:
                     emu.run_fast(variant, params, grid[0])
                 log["fast"] += 1
@@ -523,13 +618,26 @@ def fake_cupy(emu: Any) -> Any:
                 emu.run_general(self.variant, tuple(inputs), out)
             log["general"] += 1
 
-    stream = SimpleNamespace(ptr=7)
+    class Stream:
+        # every thread's default stream has the same pointer (CUPY_CUDA_PER_THREAD_DEFAULT_STREAM)
+        ptr = 7
+
+        def record(self) -> Any:
+            log["events"] += 1
+            return SimpleNamespace(thread=threading.get_ident())
+
+        def wait_event(self, event: Any) -> None:
+            log["waits"] += 1
+
+    stream = Stream()
+    log.update(events=0, waits=0)
     return SimpleNamespace(
         ndarray=_HostArray, log=log, wrap=wrap, RawModule=RawModule,
         ElementwiseKernel=ElementwiseKernel,
         cuda=SimpleNamespace(Device=Device, get_current_stream=lambda: stream),
         asarray=lambda a, dtype=None: wrap(np.array(a, dtype=dtype)),
         zeros=lambda *a, **k: wrap(np.zeros(*a, **k)),
+        full=lambda *a, **k: wrap(np.full(*a, **k)),
         empty=lambda *a, **k: wrap(np.empty(*a, **k)),
         concatenate=lambda parts: wrap(np.concatenate(parts)),
         ascontiguousarray=lambda a: wrap(np.ascontiguousarray(a)),
@@ -562,6 +670,7 @@ def test_cupy_glue_with_emulated_kernels(emu, monkeypatch):
 
         # compute_rows: a slabbed caller uploads an axis's tables once
         monkeypatch.setattr(cb, "_uploaded_tables", {})
+        cp.log.update(events=0, waits=0)
         f = data((40, 6), np.float64, "slabs")
         x = coords(40, "slabs")
         plan = make_plan(f, (x,), 0, 2)
@@ -573,6 +682,20 @@ def test_cupy_glue_with_emulated_kernels(emu, monkeypatch):
                             lo, lo + 10, start)
             assert_same(np.asarray(out), expected[lo:lo + 10])
         assert len(cb._uploaded_tables) == 1
+        # every reuse made its stream wait for the upload's event
+        assert cp.log["events"] == 1 and cp.log["waits"] == 3
+
+        # Issue 9, item 5: another thread whose default stream has the same pointer uploads its
+        # own copy instead of reading one another stream may still be copying.
+        def other_thread() -> None:
+            out = cp.wrap(np.full((10, 6), np.nan))
+            cb.compute_rows(cp.wrap(f[:11]), out, plan.axis_plans[0], plan.data_dtype, 0, 10, 0)
+            assert_same(np.asarray(out), expected[:10])
+
+        worker = threading.Thread(target=other_thread)
+        worker.start()
+        worker.join()
+        assert len(cb._uploaded_tables) == 2 and cp.log["events"] == 2
 
         # concurrent first calls build each kernel once
         monkeypatch.setattr(_kernels, "_cache", {})
@@ -631,21 +754,21 @@ def test_split_axes_respects_the_plane_limit():
 
 def test_launch_config_and_index_width():
     assert cb.launch_config(1, 132) == (1, 256)
-    assert cb.launch_config(10**9, 132) == (132 * cb.BLOCKS_PER_SM, 256)
+    assert cb.launch_config(10**9, 132) == (132 * (2048 // 256), 256)
+    assert cb.launch_config(10**9, 132, TUNED) == (132 * (2048 // 64), 64)
     assert cb.launch_config(10**6, None) == (-(-10**6 // 256), 256)
     assert cb.index_width(2**31 - 1) == "i32"
     assert cb.index_width(100, 2**31) == "i64"
-    rows = -(-9 // _kernels.FAST_ROWS)
-    assert cb.tile_counts(cb.FastGeometry(W=16, H=9, P=2, roles={}), 4) == (4, rows, 4 * rows * 2)
 
 
 def test_choose_vec():
-    assert cb.choose_vec(F32, 16, 256, [512, 1024], 4) == 4
-    assert cb.choose_vec(F32, 18, 256, [512], 4) == 1  # 18 % 4
-    assert cb.choose_vec(F32, 16, 260, [512], 4) == 1  # input off alignment
-    assert cb.choose_vec(F64, 16, 256, [520], 8) == 1  # an output off alignment
-    assert cb.choose_vec(F64, 16, 256, [512], 8) == 2
-    assert cb.choose_vec(np.dtype(np.int32), 16, 256, [512], 8) == 1
+    assert cb.choose_vec(F32, 256, [512, 1024], 4) == 4
+    assert cb.choose_vec(F32, 260, [516], 4) == 4  # misaligned alike: chunks start later
+    assert cb.choose_vec(F32, 260, [512], 4) == 1  # f and an output at different phases
+    assert cb.choose_vec(F64, 256, [520], 8) == 1
+    assert cb.choose_vec(F64, 256, [512], 8) == 2
+    assert cb.choose_vec(F64, 258, [514], 8) == 1  # not even element-aligned
+    assert cb.choose_vec(np.dtype(np.int32), 256, [512], 8) == 1
 
 
 def test_select_paths_decisions():
@@ -680,9 +803,281 @@ def test_host_scalars_convert_like_numpy():
 
 
 def test_general_variant_names_spell_the_specialisation():
-    v = _kernels.GeneralVariant(F16, F16, F32, F16, F16, F16, 2)
-    assert v.name == "cugrad_gradient_general_f16_f32_f16_f16_of16_eo2"
+    v = _kernels.GeneralVariant(F16, F16, (F64, F16), F16)
+    assert v.name == "cugrad_gradient_general_f16_df16_cf64_f16_of16"
     assert "raw uint16 f" in v.in_params() and v.out_params() == "uint16 out"
+    assert "raw float64 w0, raw uint16 w1, raw float64 w2" in v.in_params()
+    assert v.template_args == "cg_half, 2, double, cg_half, double, cg_half"
     fast = _kernels.FastVariant(F32, F64, 4, "i64")
-    assert fast.name == "cugrad_gradient_fast_f32_calcf64_v4_i64"
+    assert fast.name == "cugrad_gradient_fast_f32_calcf64_v4_i64_r2_m2_b256"
     assert fast.expression == "cugrad_gradient_fast<float, double, 4, long long>"
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 9, item 5: the keying of uploaded tables
+# ------------------------------------------------------------------------------------------------
+
+
+def test_upload_key_names_plan_device_stream_and_thread():
+    f = data((6, 5), np.float64, "keys")
+    ap = make_plan(f, (coords(6, "keys"),), 0, 1).axis_plans[0]
+    here = cb.upload_key(ap, 0, 7)
+    assert here == (id(ap), 0, 7, threading.get_ident())
+    assert cb.upload_key(ap, 1, 7) != here and cb.upload_key(ap, 0, 8) != here
+    keys: list[Any] = []
+    worker = threading.Thread(target=lambda: keys.append(cb.upload_key(ap, 0, 7)))
+    worker.start()
+    worker.join()
+    assert keys[0] != here  # same plan, device and stream pointer, another thread
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 9, item 8: the tuning knobs
+# ------------------------------------------------------------------------------------------------
+
+TUNED = _kernels.FastTuning(rows_per_thread=3, min_blocks_per_sm=1, block=64)
+
+
+def test_fast_tuning_is_a_frozen_dataclass_with_the_defaults():
+    t = _kernels.FastTuning()
+    assert (t.rows_per_thread, t.min_blocks_per_sm, t.block) == (2, 2, 256)
+    assert _kernels.DEFAULT_TUNING == t
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        t.block = 128  # type: ignore[misc]
+    for bad in (dict(block=100), dict(block=2048), dict(rows_per_thread=0),
+                dict(min_blocks_per_sm=16, block=256), dict(block=True)):
+        with pytest.raises(ValueError):
+            _kernels.FastTuning(**bad)
+    v = _kernels.FastVariant(F32, F64, 4, "i32", TUNED)
+    assert v.name == "cugrad_gradient_fast_f32_calcf64_v4_i32_r3_m1_b64"
+    code = _kernels.fast_module_code(TUNED)
+    assert code != _kernels.fast_module_code()  # CuPy's cache key differs per tuning
+    for line in ("#define CG_FAST_ROWS 3", "#define CG_FAST_MIN_BLOCKS 1", "#define CG_FAST_BLOCK 64"):
+        assert line in code and code.index(line) < code.index("cugrad_gradient_fast")
+
+
+def test_execute_compiles_and_launches_the_requested_tuning(monkeypatch):
+    """execute(plan, f, outs, tuning=...) on a stand-in CuPy that records what it is asked."""
+    built: list[tuple[str, list]] = []
+    launched: list[tuple] = []
+
+    class RawModule:
+        def __init__(self, code: str, options: tuple, name_expressions: list) -> None:
+            built.append((code, list(name_expressions)))
+
+        def get_function(self, expression: str) -> Any:
+            return lambda grid, block, args: launched.append((grid, block, args[0]))
+
+    cp = SimpleNamespace(
+        RawModule=RawModule, asarray=lambda a: np.array(a),
+        cuda=SimpleNamespace(Device=lambda i=0: SimpleNamespace(
+            id=0, attributes={"MultiProcessorCount": 4})),
+    )
+    monkeypatch.setitem(sys.modules, "cupy", cp)
+    monkeypatch.setattr(_kernels, "_cache", {})
+    cb._sm_count.cache_clear()
+    try:
+        f = data((8, 16), np.float32, "tuned")
+        plan = make_plan(f, (), None, 1)
+        outs = [np.empty_like(f) for _ in plan.axes]
+        monkeypatch.setattr(cb, "pointer", lambda a: 4096)  # aligned "device" pointers
+        cb.execute(plan, f, outs, tuning=TUNED)
+        cb.execute(plan, f, outs)
+    finally:
+        cb._sm_count.cache_clear()
+    assert [code for code, _ in built] == [_kernels.fast_module_code(TUNED),
+                                          _kernels.fast_module_code()]
+    (grid, block, params), (grid2, block2, _) = launched
+    assert block == (64,) and block2 == (256,)
+    assert grid[0] <= 4 * 2048 // 64
+    assert params["nyt"][0] == -(-8 // 3)  # three rows per tile
+
+
+@pytest.fixture(scope="session")
+def emu_tuned(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from emulation import harness
+
+    if harness.find_compiler() is None:
+        pytest.skip("no C++ compiler (g++, c++ or clang++, or $CXX) to build the emulated kernels")
+    fast = [v for v in _kernels.all_fast_variants(TUNED) if v.in_dtype in (F32, F64)]
+    return harness.build(tmp_path_factory.mktemp("emulated_tuned"), fast, [])
+
+
+@pytest.mark.emulated
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
+def test_fast_path_with_another_tuning(emu_tuned, dtype):
+    # R = 3 rows per tile (a partial last tile with H = 10), 64-thread blocks
+    f = data((4, 10, 21), dtype, "tuned")
+    result, launches, general = gradient(emu_tuned, f, 0.5, coords(10, "t"), 2.0, edge_order=2,
+                                         tuning=TUNED)
+    assert not general and all(launch.variant.tuning == TUNED for launch in launches)
+    assert_same(result, np.gradient(f, 0.5, coords(10, "t"), 2.0, edge_order=2))
+    result, _, _ = gradient(emu_tuned, f, axis=(1, 2), accuracy=8, boundary="periodic",
+                            tuning=TUNED)
+    assert_same(result, numpy_backend_result(f, axis=(1, 2), accuracy=8, boundary="periodic"))
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 11: accuracy orders 4, 6, 8 and periodic boundaries, against the NumPy backend
+# ------------------------------------------------------------------------------------------------
+
+
+def numpy_backend_result(f: np.ndarray, *varargs: Any, axis: Any = None, **options: Any) -> Any:
+    """cugrad's NumPy backend executing the same plan: the reference for cugrad's own modes."""
+    from cugrad import _numpy_backend
+
+    plan = make_plan(f, varargs, axis, 1, **options)
+    outs = [np.full(f.shape, np.nan, plan.out_dtype) for _ in plan.axes]
+    _numpy_backend.execute(plan, np.asarray(f), outs)
+    return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+def spacing_args(kind: str, shape: tuple[int, ...], key: Any, boundary: str) -> tuple[tuple, dict]:
+    """(varargs, options) for a spacing form: scalar, numpy scalar, coordinates (float64 or
+    float32), or a mix; periodic coordinate axes get a period beyond their span."""
+    if kind == "scalar":
+        return (0.3,), {}
+    if kind == "numpy-scalar":
+        return (np.float64(0.3),), {}
+    dtype = np.float32 if kind == "coords-f32" else np.float64
+    xs = [coords(n, key, kind, n, dtype=dtype) for n in shape]
+    if kind == "mixed":
+        xs = [0.7 if k % 2 else x for k, x in enumerate(xs)]
+    options = {}
+    if boundary == "periodic":
+        options["period"] = [None if np.ndim(x) == 0 else float(x[-1] - x[0]) + 0.6 for x in xs]
+    return tuple(xs), options
+
+
+ACCURACIES = [2, 4, 6, 8]
+
+
+@pytest.mark.emulated
+@pytest.mark.parametrize("spacing", ["scalar", "numpy-scalar", "coords", "coords-f32", "mixed"])
+@pytest.mark.parametrize("boundary", ["edge", "periodic"])
+@pytest.mark.parametrize("accuracy", ACCURACIES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16, np.uint8],
+                         ids=lambda d: np.dtype(d).name)
+def test_regions_on_the_fast_path(emu, dtype, accuracy, boundary, spacing):
+    """Every axis of a 3-D array in one launch: edge rows (up to 4 per side), wrapped rows and the
+    body, bit for bit the NumPy backend's."""
+    shape = (9, 10, 13)
+    f = data(shape, dtype, "fast-regions", accuracy, boundary, spacing)
+    varargs, options = spacing_args(spacing, shape, "fast-regions", boundary)
+    options.update(accuracy=accuracy, boundary=boundary)
+    result, launches, general = gradient(emu, f, *varargs, **options)
+    assert launches and not general, "expected every axis on the fast path"
+    assert_same(result, numpy_backend_result(f, *varargs, **options))
+
+
+@pytest.mark.emulated
+@pytest.mark.parametrize("spacing", ["scalar", "coords", "coords-f32"])
+@pytest.mark.parametrize("boundary", ["edge", "periodic"])
+@pytest.mark.parametrize("accuracy", ACCURACIES)
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.complex64,
+                                   np.complex128, np.int64], ids=lambda d: np.dtype(d).name)
+def test_regions_on_the_general_path(emu, dtype, accuracy, boundary, spacing):
+    shape = (9, 10, 11)
+    f = np.asfortranarray(data(shape, dtype, "general-regions", accuracy, boundary, spacing))
+    varargs, options = spacing_args(spacing, shape, "general-regions", boundary)
+    options.update(accuracy=accuracy, boundary=boundary)
+    result, launches, general = gradient(emu, f, *varargs, **options)
+    assert not launches
+    assert_same(result, numpy_backend_result(f, *varargs, **options))
+
+
+@pytest.mark.emulated
+@pytest.mark.parametrize("layout", ["fortran", "reversed", "strided-view", "transposed"])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.complex128],
+                         ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("options", [dict(accuracy=4), dict(accuracy=6, boundary="periodic"),
+                                     dict(accuracy=8)], ids=str)
+def test_regions_in_every_layout(emu, layout, dtype, options):
+    base = data((10, 9, 12), dtype, "layout-regions", layout)
+    f = layouts(base)[layout]
+    result, launches, general = gradient(emu, f, **options)
+    assert not launches
+    assert_same(result, numpy_backend_result(f, **options))
+    # the same bits as the contiguous copy, which takes the fast path where it can
+    contiguous, _, _ = gradient(emu, np.ascontiguousarray(f), **options)
+    assert_same(result, contiguous)
+
+
+@pytest.mark.emulated
+def test_regions_agree_with_numpy_gradient_at_accuracy_2(emu):
+    """accuracy=2, boundary="edge" spelled out is numpy.gradient, bit for bit."""
+    f = data((9, 12), np.float32, "acc2")
+    x = coords(12, "acc2")
+    for edge_order in (1, 2):
+        result, _, _ = gradient(emu, f, 0.5, x, edge_order=edge_order, accuracy=2,
+                                boundary="edge")
+        assert_same(result, np.gradient(f, 0.5, x, edge_order=edge_order))
+
+
+@pytest.mark.emulated
+@pytest.mark.parametrize("accuracy", ACCURACIES)
+def test_periodic_rows_wrap_bit_for_bit(emu, accuracy):
+    """Shift equivariance on the emulated kernels: rolling the input rolls the output exactly."""
+    f = data((12, 16), np.float64, "roll", accuracy)
+    result, _, _ = gradient(emu, f, 0.25, accuracy=accuracy, boundary="periodic")
+    rolled, _, _ = gradient(emu, np.roll(f, (5, 3), axis=(0, 1)), 0.25, accuracy=accuracy,
+                            boundary="periodic")
+    for a, b in zip(result, rolled, strict=True):
+        assert_same(np.roll(a, (5, 3), axis=(0, 1)), b)
+
+
+@pytest.mark.emulated
+@pytest.mark.parametrize("accuracy", [4, 8])
+@pytest.mark.parametrize("boundary", ["edge", "periodic"])
+@pytest.mark.parametrize("lo,hi", [(0, 3), (2, 7), (6, 13), (0, 13), (12, 13)])
+def test_compute_rows_windows_of_regions(emu, accuracy, boundary, lo, hi):
+    """compute_rows on windows: the rows a slab reads (ap.window), cut from the periodic extension
+    of the axis, with f_start the window's first row (negative before row 0)."""
+    from cugrad import _numpy_backend
+
+    n = 13
+    f = data((n, 5, 4), np.float32, "rows-regions", accuracy, boundary)
+    x = coords(n, "rows-regions")
+    options = dict(accuracy=accuracy, boundary=boundary)
+    if boundary == "periodic":
+        options["period"] = float(x[-1] - x[0]) + 0.6
+    plan = make_plan(f, (x,), 0, 1, **options)
+    ap = plan.axis_plans[0]
+    w0, w1 = ap.window(lo, hi)
+    window = np.asfortranarray(np.take(f, np.arange(w0, w1) % n, axis=0))  # any layout
+    out = np.full((hi - lo, 5, 4), np.nan, np.float32)
+    run_rows(emu, plan, window, out, ap, lo, hi, w0)
+    expected = np.full((hi - lo, 5, 4), np.nan, np.float32)
+    _numpy_backend.compute_rows(np.ascontiguousarray(window), expected, ap, plan.data_dtype, lo,
+                                hi, w0)
+    assert_same(out, expected)
+    assert_same(out, numpy_backend_result(f, x, axis=0, **options)[lo:hi])
+    # the whole axis as the window: wrapped rows are taken modulo the length
+    whole = np.full((hi - lo, 5, 4), np.nan, np.float32)
+    run_rows(emu, plan, f, whole, ap, lo, hi, 0)
+    assert_same(whole, out)
+
+
+def test_fast_lowering_of_regions():
+    """Bodies in canonical form, one record per other row, wraps resolved on the host."""
+    f = np.zeros((20, 30), np.float32)
+    plan = make_plan(f, (), None, 1, accuracy=8)
+    fa = cb.lower_fast_axis(plan.axis_plans[1], plan.data_dtype)
+    assert (fa.b_lo, fa.b_hi, fa.form, fa.m) == (4, 26, _kernels.FORM_DSYM, 4)
+    assert len(fa.records) == 8 + 1 and fa.table is None
+    assert list(fa.records[0]["off"][:8]) == [1, 0, 2, 0, 3, 0, 4, 0]  # row 0 reads rows 0..8
+    assert fa.records[-1]["nterms"] == 4  # the body's record comes last
+    plan = make_plan(f, (), None, 1, accuracy=6, boundary="periodic")
+    fa = cb.lower_fast_axis(plan.axis_plans[0], plan.data_dtype)
+    assert (fa.b_lo, fa.b_hi) == (3, 17) and len(fa.records) == 6 + 1
+    # row 0 of a periodic axis reads rows 1, 19, 2, 18, 3, 17
+    assert list(fa.records[0]["off"][:6]) == [1, 19, 2, 18, 3, 17]
+    x = coords(30, "lower")
+    plan = make_plan(f, (x,), 1, 1, accuracy=4)
+    fa = cb.lower_fast_axis(plan.axis_plans[0], plan.data_dtype)
+    assert fa.form == _kernels.FORM_DCOORD and fa.table.shape == (4, 26)
+    # a region the kernel has no canonical form for goes to the general path
+    ap = plan.axis_plans[0]
+    odd = dataclasses.replace(ap.regions[0], offsets=(2, 0, -1, 0, 1, 0, -2, 0))
+    assert cb.lower_fast_axis(dataclasses.replace(ap, regions=(odd, *ap.regions[1:])),
+                              plan.data_dtype) is None

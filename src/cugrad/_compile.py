@@ -221,20 +221,17 @@ def general_harness(variants: Iterable[_kernels.GeneralVariant] | None = None) -
     """The general path's device code, one kernel per variant, around ``cg_general_point``."""
     lines = [_kernels.general_preamble(), _GENERAL_SUPPORT]
     for v in variants if variants is not None else _kernels.representative_general_variants():
-        kd, ki, kl, kr, ko = v.kinds
-        s = {k: _CHECK_STORAGE[d] for k, d in (("f", v.in_dtype), ("i", v.interior_dtype),
-                                                ("l", v.left_dtype), ("r", v.right_dtype),
-                                                ("o", v.out_dtype))}
+        s = {k: _CHECK_STORAGE[d] for k, d in (("f", v.in_dtype), ("o", v.out_dtype))}
+        w = [_CHECK_STORAGE[d] for d in v.padded_slots]
         lines.append(
             f'extern "C" __global__ void {v.name}(cg_check_array<{s["o"]}> out, '
-            f'cg_check_array<{s["f"]}> f, const {s["i"]}* ia, const {s["i"]}* ib, '
-            f'const {s["i"]}* ic, const {s["i"]}* si, const {s["l"]}* sl, const {s["r"]}* sr, '
-            "const bool* flag, long long size, long long n, long long inner, long long orows, "
-            "long long lo, long long frows, long long fstart, int mode) {\n"
+            f'cg_check_array<{s["f"]}> f, const long long* regs, const {w[0]}* w0, '
+            f'const {w[1]}* w1, const {w[2]}* w2, const bool* flag, long long size, long long n, '
+            "long long inner, long long orows, long long lo, long long frows, long long fstart) {\n"
             "    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < size;\n"
             "         i += (long long)gridDim.x * blockDim.x) {\n"
-            f"        cg_general_point<{kd}, {ki}, {kl}, {kr}, {ko}, {v.edge_order}>(out[i], f, ia,"
-            " ib, ic, si, sl, sr, flag, i, n, inner, orows, lo, frows, fstart, mode);\n"
+            f"        cg_general_point<{v.template_args}>(out[i], f, regs, w0, w1, w2, flag, i, n,"
+            " inner, orows, lo, frows, fstart);\n"
             "    }\n"
             "}"
         )
@@ -334,11 +331,8 @@ def fill_cupy_cache() -> CompileReport:
             shape = (3,) * ndim
             f = cupy.zeros(shape, v.in_dtype)
             out = cupy.zeros(shape, v.out_dtype)
-            di = cupy.zeros(6, v.interior_dtype)
-            args = (_cupy_backend._bits(f), *(_cupy_backend._bits(di) for _ in range(4)),
-                    _cupy_backend._bits(cupy.zeros(6, v.left_dtype)),
-                    _cupy_backend._bits(cupy.zeros(6, v.right_dtype)), cupy.zeros(1, bool),
-                    3, 1, 3, 0, 3, 0, 0)
+            args = (_cupy_backend._bits(f), *_cupy_backend.general_dummy_tables(v, cupy),
+                    3, 1, 3, 0, 3, 0)
             _kernels.call_general(v, args, _cupy_backend._bits(out))
         report.variants.append(v.name)
     cupy.cuda.Device().synchronize()  # surface launch errors here, not in a later call

@@ -1,20 +1,25 @@
 """Execute a :class:`~cugrad._plan.GradientPlan` on a CUDA GPU with CuPy.
 
-Two kernel paths compute the same bits (the formulas live once, in
-``kernels/gradient_stencils.cuh``):
+Two kernel paths compute the same bits (the operation order lives once, in
+``kernels/gradient_stencils.cuh``'s ``cg_stencil``; the plan's regions say which rows use which
+offsets and weights, and no code here derives a weight):
 
 * the fast path, the RawKernel ``cugrad_gradient_fast`` (``kernels/gradient_fast.cu``): C-contiguous
-  float32, float64 or integer data and outputs, one compute dtype; EVERY requested axis in one
-  launch that reads the input once and writes each output once;
+  float32, float64 or integer data and outputs, one compute dtype, host weights; EVERY requested
+  axis in one launch that reads the input once and writes each output once. Each axis's regions
+  are lowered here into a body (rows whose stencil stays inside the axis, in one of the kernel's
+  canonical forms) and one record per other row (edge rows, and the rows of a periodic axis whose
+  stencil wraps, with the wrap resolved into plain rows);
 * the general path, an ElementwiseKernel around ``cg_general_point``
   (``kernels/gradient_general.cuh``): any layout (Fortran order, negative strides, views), float16,
-  complex, mixed promotions; one launch per axis. It is also :func:`compute_rows`, the "rows
-  [lo, hi) of one axis from a window of f" primitive that slabbed and blocked callers use.
+  complex, mixed promotions, device coordinates, any region list; one launch per axis. It is also
+  :func:`compute_rows`, the "rows [lo, hi) of one axis from a window of f" primitive that slabbed
+  and blocked callers use.
 
 Everything is queued on the current device's current stream; nothing here waits for the GPU.
-Coefficient tables built on the host (numpy plans) are uploaded with ``cupy.asarray``; plans whose
-coordinates live on the device keep them there, and the kernel reads numpy's "evenly spaced" test
-from device memory instead of the host asking for it.
+Weight tables built on the host are uploaded with ``cupy.asarray``; plans whose coordinates live
+on the device keep them there, and the kernel reads numpy's "evenly spaced" test from device
+memory instead of the host asking for it.
 
 The index arithmetic, the launch configuration, the choice of path and variant, and the packing of
 the kernel arguments are plain Python over :class:`ArrayInfo` descriptions and ``xp`` (numpy or
@@ -27,45 +32,60 @@ from __future__ import annotations
 import functools
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from cugrad import _kernels
-from cugrad._kernels import FAST_BLOCK, FAST_MAX_PLANE_AXES, FAST_ROWS, NSCALARS
-from cugrad._plan import AxisPlan, GradientPlan, Stencil
+from cugrad._kernels import (
+    DEFAULT_TUNING,
+    FAST_MAX_EDGE,
+    FAST_MAX_PLANE_AXES,
+    FAST_RMAX,
+    FORM_COMB3,
+    FORM_DCOORD,
+    FORM_DIFF,
+    FORM_DSYM,
+    KIND_CODES,
+    MAX_OFFSETS,
+    MAX_TERMS,
+    FastTuning,
+)
+from cugrad._plan import AxisPlan, GradientPlan
 
-# Interior modes, as in gradient_stencils.cuh
-MODE_UNIFORM, MODE_COORDS, MODE_DEVICE = 0, 1, 2
-# Scalar table layout of the fast path, as in gradient_fast.cu
-S_DIV, S_EDGES, S_UNIFORM_EDGES = 0, 1, 7
-# Resident blocks per SM the grid is sized for (2048 threads per SM on Volta..Hopper).
-BLOCKS_PER_SM = 2048 // FAST_BLOCK
 # Byte extent from which element indices need 64 bits (cupyx's _util._get_inttype rule).
 INT32_LIMIT = 2**31
+# Resident threads per SM on Volta .. Hopper: the grid is sized for this many per SM.
+THREADS_PER_SM = 2048
 
+# One row's stencil in device memory (gradient_fast.cu's cg_fast_rec).
+FAST_REC_DTYPE = np.dtype([("kind", "<i4"), ("nterms", "<i4"), ("off", "<i4", (MAX_OFFSETS,)),
+                           ("w", "<f8", (MAX_TERMS,))])
 _AXIS_FIELDS = [
     ("n", "<i8"),
     ("stride", "<i8"),
     ("pstride", "<i8"),
-    ("mode", "<i8"),
+    ("b_lo", "<i8"),
+    ("b_hi", "<i8"),
+    ("form", "<i8"),
+    ("m", "<i8"),
+    ("wstride", "<i8"),
     ("out", "<u8"),
-    ("ia", "<u8"),
-    ("ib", "<u8"),
-    ("ic", "<u8"),
-    ("sdev", "<u8"),
-    ("flag", "<u8"),
-    ("s", "<f8", (NSCALARS,)),
+    ("wrow", "<u8"),
+    ("recs", "<u8"),
 ]
 FAST_AXIS_DTYPE = np.dtype(_AXIS_FIELDS)
 # The kernel's cg_fast_params, field for field (every field 8 bytes wide: no padding anywhere).
 FAST_PARAMS_DTYPE = np.dtype(
-    [(name, "<i8") for name in ("W", "H", "P", "nxc", "nyt", "ntiles", "has_x", "has_y",
-                                "nplanes", "edge_order")]
+    [(name, "<i8") for name in ("W", "H", "P", "nxc", "nyt", "nvec", "nsl", "nsr", "nitems",
+                                "phase", "nbr_vec", "xlo", "xhi", "has_x", "has_y", "nplanes")]
     + [("x", FAST_AXIS_DTYPE), ("y", FAST_AXIS_DTYPE),
        ("plane", FAST_AXIS_DTYPE, (FAST_MAX_PLANE_AXES,)), ("f", "<u8")]
 )
+# The general kernel's region records (gradient_general.cuh's CG_GREC_*).
+GREC_FIELDS = ("start", "stop", "kind", "nterms", "wrap", "slot", "per_row", "wbase")
+GREC_SIZE = len(GREC_FIELDS) + MAX_OFFSETS
 
 
 # ------------------------------------------------------------------------------------------------
@@ -94,6 +114,26 @@ def pointer(a: Any) -> int:
     if isinstance(a, np.ndarray):
         return int(a.ctypes.data)
     return int(a.data.ptr)
+
+
+def _is_host_value(v: Any) -> bool:
+    return isinstance(v, (bool, int, float, complex, np.generic, np.ndarray))
+
+
+def host_scalar(value: Any, dtype: np.dtype) -> Any:
+    """A host weight in the compute dtype, converted as numpy converts it.
+
+    Python scalars are NEP 50 "weak": numpy converts them with ``dtype.type(value)``; numpy
+    scalars and 0-d arrays widen exactly.
+    """
+    if isinstance(value, (bool, int, float, complex)):
+        return dtype.type(value)
+    return np.asarray(value).astype(dtype)[()]
+
+
+def region_nterms(kind: str, offsets: tuple[int, ...]) -> int:
+    """Weights of a region: 1 for diff, one per offset for comb, one per pair for dsum."""
+    return {"diff": 1, "comb": len(offsets), "dsum": len(offsets) // 2}[kind]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -180,22 +220,61 @@ def split_axes(shape: tuple[int, ...], axes: list[int]) -> list[list[int]]:
     return groups
 
 
-def tile_counts(geom: FastGeometry, vec: int) -> tuple[int, int, int]:
-    """(column chunks per row, row groups per plane, tiles in all) of a launch."""
-    nxc = geom.W // vec
-    nyt = -(-geom.H // FAST_ROWS)
-    return nxc, nyt, nxc * nyt * geom.P
+def chunk_start(g: int, W: int, phase: int, xlo: int, vec: int) -> int:
+    """First column of row ``g`` at or after ``xlo`` where a V-aligned chunk starts (the kernel's
+    ``cg_fast_chunk_start``)."""
+    mis = (phase + g * W + xlo) % vec
+    return xlo + (0 if mis == 0 else vec - mis)
 
 
-def launch_config(ntiles: int, sm_count: int | None) -> tuple[int, int]:
+@dataclass(frozen=True)
+class FastWork:
+    """The work items of one launch: vector tiles, then one item per element outside the chunks."""
+
+    nxc: int  # chunks per row, at most
+    nyt: int  # row groups per plane
+    nvec: int  # vector tiles
+    nsl: int  # scalar items per row before the first chunk
+    nsr: int  # and after the last
+    nitems: int
+    xlo: int
+    xhi: int
+
+    @property
+    def nscalar(self) -> int:
+        return self.nitems - self.nvec
+
+
+def fast_work(geom: FastGeometry, vec: int, phase: int, xlo: int, xhi: int,
+              rows_per_thread: int) -> FastWork:
+    """Vector tiles over the V-aligned chunks of x's body columns ``[xlo, xhi)``; scalar items for
+    the rest of every row (x's edge columns, the unaligned head and tail of a row)."""
+    W, rows = geom.W, geom.H * geom.P
+    nxc = max(0, (xhi - xlo) // vec)
+    nyt = -(-geom.H // rows_per_thread)
+    if W % vec == 0:
+        # every row starts at the same alignment: the head and tail are the same in every row
+        hs = chunk_start(0, W, phase, xlo, vec)
+        nc = (xhi - hs) // vec if xhi > hs else 0
+        nsl, nsr = min(hs, W), W - (hs + nc * vec)
+        nxc = nc
+    else:
+        nsl, nsr = xlo + vec - 1, (W - xhi) + vec - 1
+    nvec = nxc * nyt * geom.P
+    return FastWork(nxc, nyt, nvec, nsl, nsr, nvec + (nsl + nsr) * rows, xlo, xhi)
+
+
+def launch_config(nitems: int, sm_count: int | None,
+                  tuning: FastTuning = DEFAULT_TUNING) -> tuple[int, int]:
     """(blocks, threads per block): enough resident blocks to fill the GPU, grid-stride beyond.
 
-    ``sm_count=None`` gives one tile per thread (the CPU emulation runs chosen blocks of it).
+    ``sm_count=None`` gives one item per thread (the CPU emulation runs chosen blocks of it).
     """
-    blocks = max(1, -(-ntiles // FAST_BLOCK))
+    block = tuning.block
+    blocks = max(1, -(-nitems // block))
     if sm_count is not None:
-        blocks = min(blocks, sm_count * BLOCKS_PER_SM)
-    return min(blocks, 2**31 - 1), FAST_BLOCK
+        blocks = min(blocks, sm_count * (THREADS_PER_SM // block))
+    return min(blocks, 2**31 - 1), block
 
 
 def index_width(*nbytes: int) -> str:
@@ -203,158 +282,154 @@ def index_width(*nbytes: int) -> str:
     return "i64" if max(nbytes, default=0) >= INT32_LIMIT else "i32"
 
 
-def choose_vec(in_dtype: np.dtype, W: int, f_ptr: int, out_ptrs: list[int],
-               out_itemsize: int) -> int:
-    """The widest access the fast path has for this input whose alignment and W allow it."""
+def choose_vec(in_dtype: np.dtype, f_ptr: int, out_ptrs: list[int], out_itemsize: int) -> int:
+    """The widest access the fast path has for this input, if the outputs share f's alignment.
+
+    The chunks of a row start at V-aligned addresses whatever W is and wherever f starts; the
+    outputs are stored at the same element offsets, so they must sit at the same distance from
+    alignment as f (always so for arrays CuPy allocates).
+    """
+    itemsize = np.dtype(in_dtype).itemsize
     for vec in sorted(_kernels.fast_vector_widths(in_dtype), reverse=True):
         if vec == 1:
             return 1
-        in_align = vec * np.dtype(in_dtype).itemsize
-        out_align = min(16, vec * out_itemsize)
-        if W % vec == 0 and f_ptr % in_align == 0 and all(p % out_align == 0 for p in out_ptrs):
+        if out_itemsize != itemsize or f_ptr % itemsize:
+            continue
+        if all((p - f_ptr) % (vec * itemsize) == 0 for p in out_ptrs):
             return vec
     return 1
 
 
+def phase_of(f_ptr: int, itemsize: int, vec: int) -> int:
+    return (f_ptr // itemsize) % vec if vec > 1 else 0
+
+
 # ------------------------------------------------------------------------------------------------
-# Coefficients
+# Lowering an axis's regions for the fast path
 # ------------------------------------------------------------------------------------------------
 
 
-def _stencils(ap: AxisPlan) -> list[Stencil]:
-    stencils = [ap.interior, ap.left, ap.right]
-    if ap.uniform_variant is not None:
-        u = ap.uniform_variant
-        stencils += [u.interior, u.left, u.right]
-    return stencils
+def _sym_offsets(m: int) -> tuple[int, ...]:
+    return tuple(o for k in range(1, m + 1) for o in (k, -k))
 
 
-def fast_compute_dtype(ap: AxisPlan, data_dtype: np.dtype) -> np.dtype | None:
-    """The one compute dtype of every region of the axis, if the fast path has it; else None."""
-    dtypes = {np.dtype(s.dtype) for s in _stencils(ap)}
+def _coord_offsets(m: int) -> tuple[int, ...]:
+    return tuple(v for o in (*range(-m, 0), *range(1, m + 1)) for v in (o, 0))
+
+
+def body_form(region: Any) -> tuple[int, int] | None:
+    """(canonical form, reach) of a region the fast path can run as its body, or None."""
+    offsets = tuple(region.offsets)
+    if region.kind == "diff" and offsets == (1, -1):
+        return FORM_DIFF, 1
+    if region.kind == "comb" and offsets == (-1, 0, 1):
+        return FORM_COMB3, 1
+    if region.kind == "dsum":
+        for m in range(1, FAST_RMAX + 1):
+            if offsets == _sym_offsets(m):
+                return FORM_DSYM, m
+            if offsets == _coord_offsets(m):
+                return FORM_DCOORD, m
+    return None
+
+
+@dataclass
+class FastAxis:
+    """One axis lowered for the fast path: a body and a record per other row (host values)."""
+
+    dtype: np.dtype
+    n: int
+    b_lo: int
+    b_hi: int
+    form: int
+    m: int
+    table: np.ndarray | None  # compute dtype, (terms, b_hi - b_lo) (body with per-row weights)
+    # one per row outside [b_lo, b_hi), then the body's (its scalar weights, or zeros)
+    records: np.ndarray = field(default_factory=lambda: np.zeros(1, FAST_REC_DTYPE))
+
+
+def _region_of(regions: tuple[Any, ...], row: int) -> Any:
+    for r in regions:
+        if r.start <= row < r.stop:
+            return r
+    raise ValueError(f"no region holds row {row}")
+
+
+def _row_weights(region: Any, row: int, dtype: np.dtype) -> list[Any]:
+    """The weights of one row of a region, in the compute dtype."""
+    values = []
+    for w in region.weights:
+        if isinstance(w, np.ndarray) and w.ndim == 1:
+            w = w[row - region.start]
+        values.append(host_scalar(w, dtype))
+    return values
+
+
+def _all_host(ap: AxisPlan) -> bool:
+    return all(_is_host_value(w) for r in ap.regions for w in r.weights)
+
+
+def lower_fast_axis(ap: AxisPlan, data_dtype: np.dtype) -> FastAxis | None:
+    """The fast path's description of an axis, or None when the axis needs the general path.
+
+    The general path takes device coordinates (both variants and the device flag), regions of
+    several compute dtypes, bodies outside the canonical forms and edges wider than
+    ``FAST_MAX_EDGE`` rows.
+    """
+    if ap.uniform is None or not ap.regions or not _all_host(ap):
+        return None
+    dtypes = {np.dtype(r.dtype) for r in ap.regions}
     if len(dtypes) != 1:
         return None
     (dtype,) = dtypes
-    return dtype if dtype in _kernels.fast_compute_dtypes(data_dtype) else None
-
-
-def edge_order_of(ap: AxisPlan) -> int:
-    """Second-order edges are the three-point combinations."""
-    return 2 if ap.left.kind == "comb" else 1
-
-
-def interior_mode(ap: AxisPlan) -> int:
-    if ap.uniform is None:
-        return MODE_DEVICE
-    return MODE_UNIFORM if ap.uniform else MODE_COORDS
-
-
-def host_scalar(value: Any, dtype: np.dtype) -> Any:
-    """A host coefficient in the compute dtype, converted as numpy converts it.
-
-    Python scalars are NEP 50 "weak": numpy converts them with ``dtype.type(value)``; numpy
-    scalars and 0-d arrays widen exactly.
-    """
-    if isinstance(value, (bool, int, float, complex)):
-        return dtype.type(value)
-    return np.asarray(value).astype(dtype)[()]
-
-
-def _edge_values(st: Stencil) -> list[Any]:
-    """An edge stencil's coefficients, three slots (first-order edges use the first)."""
-    return list(st.coef) + [None] * (3 - len(st.coef))
-
-
-def host_scalar_table(ap: AxisPlan, dtype: np.dtype) -> np.ndarray:
-    """The fast path's 13 scalars of a host axis, as float64 (exact for float32 and float64)."""
-    s = np.zeros(NSCALARS, np.float64)
-    if ap.interior.kind == "diff":
-        s[S_DIV] = host_scalar(ap.interior.coef[0], dtype)
-    for k, v in enumerate(_edge_values(ap.left) + _edge_values(ap.right)):
-        if v is not None:
-            s[S_EDGES + k] = host_scalar(v, dtype)
-    return s
-
-
-def _table(values: list[Any], dtype: np.dtype, xp: Any) -> Any:
-    """A 1-D array of ``dtype`` from host and device scalars (None: zero), built where they live.
-
-    Device scalars (0-d device arrays) are converted on the device, so no value travels to the
-    host; an all-host table is built with numpy and uploaded once.
-    """
-    on_device = [v for v in values if v is not None and not _is_host_value(v)]
-    if not on_device:
-        host = np.array([0 if v is None else host_scalar(v, dtype) for v in values], dtype)
-        return xp.asarray(host)
-    parts = []
-    for v in values:
-        if v is None:
-            parts.append(xp.zeros(1, dtype))
-        elif _is_host_value(v):
-            parts.append(xp.asarray(np.array([host_scalar(v, dtype)], dtype)))
+    if dtype not in _kernels.fast_compute_dtypes(data_dtype):
+        return None
+    n = ap.length
+    candidates = [r for r in ap.regions if r.stop > r.start and body_form(r) is not None]
+    body = max(candidates, key=lambda r: r.stop - r.start, default=None)
+    if body is not None:
+        form, m = body_form(body)
+        b_lo, b_hi = body.start, body.stop
+        if body.wrap:  # rows whose stencil wraps become records
+            b_lo, b_hi = max(b_lo, m), min(b_hi, n - m)
+        if b_hi <= b_lo:
+            body = None
+    if body is None:
+        form, m, b_lo, b_hi = FORM_DIFF, 1, n, n
+    if b_lo > FAST_MAX_EDGE or n - b_hi > FAST_MAX_EDGE:
+        return None
+    table = None
+    rows = [*range(0, b_lo), *range(b_hi, n)]
+    records = np.zeros(len(rows) + 1, FAST_REC_DTYPE)
+    if body is not None:
+        body_rec = records[-1]
+        nterms = region_nterms(body.kind, tuple(body.offsets))
+        body_rec["kind"], body_rec["nterms"] = KIND_CODES[body.kind], nterms
+        body_rec["off"][: len(body.offsets)] = body.offsets
+        if any(isinstance(w, np.ndarray) and w.ndim == 1 for w in body.weights):
+            table = np.empty((len(body.weights), b_hi - b_lo), dtype)
+            for k, w in enumerate(body.weights):
+                if isinstance(w, np.ndarray) and w.ndim == 1:
+                    table[k] = np.asarray(w[b_lo - body.start:b_hi - body.start]).astype(dtype)
+                else:
+                    table[k] = host_scalar(w, dtype)
         else:
-            parts.append(v.astype(dtype).reshape(1))
-    return xp.concatenate(parts)
-
-
-def _is_host_value(v: Any) -> bool:
-    return isinstance(v, (bool, int, float, complex, np.generic, np.ndarray))
-
-
-def _coef_array(c: Any, dtype: np.dtype, xp: Any) -> Any:
-    """An interior coefficient table in the compute dtype, where the kernel reads it."""
-    if isinstance(c, np.ndarray):
-        return xp.asarray(np.ascontiguousarray(c, dtype=dtype))
-    return xp.ascontiguousarray(c.astype(dtype, copy=False))
-
-
-def fast_axis_entry(ap: AxisPlan, dtype: np.dtype, out: Any, xp: Any) -> tuple[dict, list]:
-    """The cg_fast_axis fields of one axis (pointers included) and the arrays they point into."""
-    keep: list[Any] = []
-    mode = interior_mode(ap)
-    entry = {"mode": mode, "out": pointer(out), "ia": 0, "ib": 0, "ic": 0, "sdev": 0, "flag": 0,
-             "s": np.zeros(NSCALARS)}
-    coord = ap
-    if mode == MODE_DEVICE:
-        u = ap.uniform_variant
-        values = ([u.interior.coef[0]] + _edge_values(ap.left) + _edge_values(ap.right)
-                  + _edge_values(u.left) + _edge_values(u.right))
-        sdev = _table(values, dtype, xp)
-        flag = ap.uniform_flag.reshape(1)
-        keep += [sdev, flag]
-        entry["sdev"], entry["flag"] = pointer(sdev), pointer(flag)
-    else:
-        entry["s"] = host_scalar_table(ap, dtype)
-    if mode in (MODE_COORDS, MODE_DEVICE):
-        tables = [_coef_array(c, dtype, xp) for c in coord.interior.coef]
-        keep += tables
-        entry["ia"], entry["ib"], entry["ic"] = (pointer(t) for t in tables)
-    return entry, keep
-
-
-def pack_fast_params(geom: FastGeometry, vec: int, edge_order: int, f_ptr: int,
-                     entries: dict[int, dict]) -> np.ndarray:
-    """The kernel's ``cg_fast_params`` as a size-1 numpy array (CuPy passes it by value)."""
-    p = np.zeros(1, FAST_PARAMS_DTYPE)
-    nxc, nyt, ntiles = tile_counts(geom, vec)
-    for name, value in (("W", geom.W), ("H", geom.H), ("P", geom.P), ("nxc", nxc),
-                        ("nyt", nyt), ("ntiles", ntiles), ("edge_order", edge_order),
-                        ("f", f_ptr)):
-        p[0][name] = value
-    planes = 0
-    for ax, entry in entries.items():
-        role = geom.roles[ax]
-        if role.role == "plane":
-            slot = p[0]["plane"][planes]
-            planes += 1
-        else:
-            slot = p[0][role.role]
-            p[0]["has_" + role.role] = 1
-        slot["n"], slot["stride"], slot["pstride"] = role.n, role.stride, role.pstride
-        for field in ("mode", "out", "ia", "ib", "ic", "sdev", "flag", "s"):
-            slot[field] = entry[field]
-    p[0]["nplanes"] = planes
-    return p
+            body_rec["w"][:nterms] = [float(host_scalar(w, dtype)) for w in body.weights]
+    for i, row in enumerate(rows):
+        region = _region_of(ap.regions, row)
+        offsets = list(region.offsets)
+        if region.wrap:
+            offsets = [(row + o) % n - row for o in offsets]
+        nterms = region_nterms(region.kind, region.offsets)
+        if nterms > MAX_TERMS or len(offsets) > MAX_OFFSETS:
+            return None
+        if any(not 0 <= row + o < n for o in offsets):
+            raise ValueError(f"region {region} reads outside the axis at row {row}")
+        records[i]["kind"] = KIND_CODES[region.kind]
+        records[i]["nterms"] = nterms
+        records[i]["off"][: len(offsets)] = offsets
+        records[i]["w"][:nterms] = [float(v) for v in _row_weights(region, row, dtype)]
+    return FastAxis(dtype, n, b_lo, b_hi, form, m, table, records)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -369,28 +444,28 @@ class FastLaunch:
     indices: tuple[int, ...]
     geometry: FastGeometry
     variant: _kernels.FastVariant
-    edge_order: int
-
-    @property
-    def ntiles(self) -> int:
-        return tile_counts(self.geometry, self.variant.vec)[2]
+    phase: int
+    work: FastWork
+    axes: tuple[FastAxis, ...] = field(default=(), compare=False)  # lowered, as indices
 
 
-def select_paths(plan: GradientPlan, f: ArrayInfo,
-                 outs: list[ArrayInfo]) -> tuple[list[FastLaunch], list[int]]:
+def select_paths(plan: GradientPlan, f: ArrayInfo, outs: list[ArrayInfo],
+                 tuning: FastTuning = DEFAULT_TUNING) -> tuple[list[FastLaunch], list[int]]:
     """(fast-path launches, indices of the axes left to the general path)."""
     everything = list(range(len(plan.axes)))
     if f.dtype not in _kernels.FAST_INPUT_DTYPES or not f.c_contiguous or not plan.axes:
         return [], everything
     by_dtype: dict[np.dtype, list[int]] = {}
+    lowered: dict[int, FastAxis] = {}
     general = []
     for i, (ap, out) in enumerate(zip(plan.axis_plans, outs, strict=True)):
-        dtype = fast_compute_dtype(ap, plan.data_dtype)
         usable_out = out.c_contiguous and out.shape == f.shape and out.dtype == plan.out_dtype
-        if dtype is None or not usable_out:
+        fa = lower_fast_axis(ap, plan.data_dtype) if usable_out else None
+        if fa is None:
             general.append(i)
         else:
-            by_dtype.setdefault(dtype, []).append(i)
+            lowered[i] = fa
+            by_dtype.setdefault(fa.dtype, []).append(i)
     launches = []
     for dtype, indices in by_dtype.items():
         axis_to_index = {plan.axes[i]: i for i in indices}
@@ -398,26 +473,79 @@ def select_paths(plan: GradientPlan, f: ArrayInfo,
             idx = tuple(sorted(axis_to_index[ax] for ax in group))
             geom = collapse(f.shape, group)
             out_infos = [outs[i] for i in idx]
-            vec = choose_vec(f.dtype, geom.W, f.ptr, [o.ptr for o in out_infos],
-                             plan.out_dtype.itemsize)
+            vec = choose_vec(f.dtype, f.ptr, [o.ptr for o in out_infos], plan.out_dtype.itemsize)
+            phase = phase_of(f.ptr, f.dtype.itemsize, vec)
+            x_index = next((i for i in idx if geom.roles[plan.axes[i]].role == "x"), None)
+            xlo, xhi = (0, geom.W) if x_index is None else (lowered[x_index].b_lo,
+                                                           lowered[x_index].b_hi)
+            work = fast_work(geom, vec, phase, xlo, xhi, tuning.rows_per_thread)
             index = index_width(f.nbytes, *(o.nbytes for o in out_infos))
-            variant = _kernels.FastVariant(f.dtype, dtype, vec, index)
-            launches.append(FastLaunch(idx, geom, variant, plan.edge_order))
+            if work.nitems + THREADS_PER_SM * 1024 >= INT32_LIMIT:  # the grid-stride loop's t
+                index = "i64"
+            variant = _kernels.FastVariant(f.dtype, dtype, vec, index, tuning)
+            launches.append(FastLaunch(idx, geom, variant, phase, work,
+                                       tuple(lowered[i] for i in idx)))
     return launches, sorted(general)
+
+
+# ------------------------------------------------------------------------------------------------
+# Packing the fast path's arguments
+# ------------------------------------------------------------------------------------------------
+
+
+def _device_blob(parts: list[np.ndarray], xp: Any) -> tuple[Any, list[int]]:
+    """Host arrays packed into one upload (16-byte aligned pieces): (device buffer, offsets)."""
+    offsets, size = [], 0
+    for part in parts:
+        size = -(-size // 16) * 16
+        offsets.append(size)
+        size += part.nbytes
+    blob = np.zeros(max(size, 16), np.uint8)
+    for part, at in zip(parts, offsets, strict=True):
+        blob[at:at + part.nbytes] = np.ascontiguousarray(part).view(np.uint8).reshape(-1)
+    return xp.asarray(blob), offsets
 
 
 def fast_launch_params(plan: GradientPlan, launch: FastLaunch, f: Any, outs: list[Any],
                        xp: Any) -> tuple[np.ndarray, list[Any]]:
-    """The packed arguments of a fast launch and the arrays that must outlive it."""
-    entries, keep = {}, []
+    """The packed ``cg_fast_params`` of a launch and the device arrays that must outlive it."""
+    geom, work = launch.geometry, launch.work
+    p = np.zeros(1, FAST_PARAMS_DTYPE)
+    for name, value in (("W", geom.W), ("H", geom.H), ("P", geom.P), ("nxc", work.nxc),
+                        ("nyt", work.nyt), ("nvec", work.nvec), ("nsl", work.nsl),
+                        ("nsr", work.nsr), ("nitems", work.nitems), ("phase", launch.phase),
+                        ("nbr_vec", int(geom.W % launch.variant.vec == 0)), ("xlo", work.xlo),
+                        ("xhi", work.xhi), ("f", pointer(f))):
+        p[0][name] = value
+    lowered = dict(zip(launch.indices, launch.axes, strict=True))
+    parts: list[np.ndarray] = []
     for i in launch.indices:
-        ap = plan.axis_plans[i]
-        entry, arrays = fast_axis_entry(ap, launch.variant.compute_dtype, outs[i], xp)
-        entries[ap.axis] = entry
-        keep += arrays
-    params = pack_fast_params(launch.geometry, launch.variant.vec, launch.edge_order,
-                              pointer(f), entries)
-    return params, keep
+        fa = lowered[i]
+        parts.append(fa.records)
+        if fa.table is not None:
+            parts.append(fa.table)
+    blob, offsets = _device_blob(parts, xp)
+    base = pointer(blob)
+    at = iter(offsets)
+    planes = 0
+    for i in launch.indices:
+        fa = lowered[i]
+        role = geom.roles[plan.axes[i]]
+        if role.role == "plane":
+            slot = p[0]["plane"][planes]
+            planes += 1
+        else:
+            slot = p[0][role.role]
+            p[0]["has_" + role.role] = 1
+        slot["n"], slot["stride"], slot["pstride"] = role.n, role.stride, role.pstride
+        slot["b_lo"], slot["b_hi"], slot["form"], slot["m"] = fa.b_lo, fa.b_hi, fa.form, fa.m
+        slot["out"] = pointer(outs[i])
+        slot["recs"] = base + next(at)
+        if fa.table is not None:
+            slot["wrow"] = base + next(at)
+            slot["wstride"] = fa.table.shape[1]
+    p[0]["nplanes"] = planes
+    return p, [blob]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -425,12 +553,26 @@ def fast_launch_params(plan: GradientPlan, launch: FastLaunch, f: Any, outs: lis
 # ------------------------------------------------------------------------------------------------
 
 
+def _region_lists(ap: AxisPlan) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """The plan's regions and, for device coordinates, its uniform variant's."""
+    alt = ap.uniform_variant.regions if ap.uniform is None else ()
+    return tuple(ap.regions), tuple(alt)
+
+
+def general_slots(ap: AxisPlan) -> tuple[np.dtype, ...]:
+    """The distinct compute dtypes of the axis's regions, in order of first use."""
+    main, alt = _region_lists(ap)
+    slots = tuple(dict.fromkeys(np.dtype(r.dtype) for r in main + alt))
+    if len(slots) > _kernels.GENERAL_MAX_SLOTS:
+        raise ValueError(f"an axis computes in {len(slots)} dtypes; the general kernel takes "
+                         f"{_kernels.GENERAL_MAX_SLOTS}")
+    return slots
+
+
 def general_variant(in_dtype: Any, data_dtype: Any, ap: AxisPlan,
                     out_dtype: Any) -> _kernels.GeneralVariant:
-    return _kernels.GeneralVariant(
-        np.dtype(in_dtype), np.dtype(data_dtype), np.dtype(ap.interior.dtype),
-        np.dtype(ap.left.dtype), np.dtype(ap.right.dtype), np.dtype(out_dtype), edge_order_of(ap),
-    )
+    return _kernels.GeneralVariant(np.dtype(in_dtype), np.dtype(data_dtype), general_slots(ap),
+                                   np.dtype(out_dtype))
 
 
 def _bits(a: Any) -> Any:
@@ -438,27 +580,68 @@ def _bits(a: Any) -> Any:
     return a.view(np.uint16) if a.dtype == np.float16 else a
 
 
+def _weight_table(values: list[Any], dtype: np.dtype, xp: Any) -> Any:
+    """One 1-D weight table of ``dtype`` from scalars and 1-D arrays, built where they live.
+
+    Device values (0-d or 1-D device arrays) are converted on the device, so no value travels to
+    the host; an all-host table is built with numpy and uploaded once.
+    """
+    if all(_is_host_value(v) for v in values):
+        host = [np.asarray(v).astype(dtype).reshape(-1) if isinstance(v, np.ndarray)
+                else np.array([host_scalar(v, dtype)], dtype) for v in values]
+        host = np.concatenate(host) if host else np.zeros(1, dtype)
+        return xp.asarray(host if host.size else np.zeros(1, dtype))
+    parts = []
+    for v in values:
+        if isinstance(v, np.ndarray):
+            parts.append(xp.asarray(v.astype(dtype).reshape(-1)))
+        elif _is_host_value(v):
+            parts.append(xp.asarray(np.array([host_scalar(v, dtype)], dtype)))
+        else:
+            parts.append(v.astype(dtype).reshape(-1))
+    return xp.concatenate(parts)
+
+
 def general_tables(ap: AxisPlan, xp: Any) -> tuple[Any, ...]:
-    """The coefficient operands of the general kernel: ia, ib, ic, si, sl, sr, flag."""
-    mode = interior_mode(ap)
-    di, dl, dr = (np.dtype(s.dtype) for s in (ap.interior, ap.left, ap.right))
-    if mode in (MODE_COORDS, MODE_DEVICE):
-        ia, ib, ic = (_coef_array(c, di, xp) for c in ap.interior.coef)
-    else:
-        ia = ib = ic = xp.zeros(1, di)
-    u = ap.uniform_variant
-    if mode == MODE_UNIFORM:
-        si = _table([ap.interior.coef[0]], di, xp)
-    elif mode == MODE_DEVICE:
-        si = _table([u.interior.coef[0]], di, xp)
-    else:
-        si = xp.zeros(1, di)
-    left_values = _edge_values(ap.left) + (_edge_values(u.left) if u is not None else [None] * 3)
-    right_values = _edge_values(ap.right) + (_edge_values(u.right) if u is not None else [None] * 3)
-    sl = _table(left_values, dl, xp)
-    sr = _table(right_values, dr, xp)
-    flag = ap.uniform_flag.reshape(1) if mode == MODE_DEVICE else xp.zeros(1, np.bool_)
-    return tuple(_bits(a) for a in (ia, ib, ic, si, sl, sr)) + (flag,)
+    """The region operands of the general kernel: regs, w0, w1, w2, flag."""
+    main, alt = _region_lists(ap)
+    slots = general_slots(ap)
+    values: list[list[Any]] = [[] for _ in slots]
+    sizes = [0] * len(slots)
+    regs = np.zeros(2 + GREC_SIZE * (len(main) + len(alt)), np.int64)
+    regs[0], regs[1] = len(main), len(alt)
+    for k, r in enumerate(main + alt):
+        slot = slots.index(np.dtype(r.dtype))
+        rows = r.stop - r.start
+        per_row = any(getattr(w, "ndim", 0) == 1 for w in r.weights)
+        nterms = region_nterms(r.kind, tuple(r.offsets))
+        if nterms > MAX_TERMS or len(r.offsets) > MAX_OFFSETS:
+            raise ValueError(f"region {r} has more terms than the kernels take")
+        rec = regs[2 + k * GREC_SIZE: 2 + (k + 1) * GREC_SIZE]
+        rec[:len(GREC_FIELDS)] = (r.start, r.stop, KIND_CODES[r.kind], nterms, int(r.wrap), slot,
+                                  int(per_row), sizes[slot])
+        rec[len(GREC_FIELDS):len(GREC_FIELDS) + len(r.offsets)] = r.offsets
+        for w in r.weights:
+            if per_row and getattr(w, "ndim", 0) != 1:
+                w = np.full(rows, host_scalar(w, slots[slot])) if _is_host_value(w) else (
+                    xp.full(rows, 0, slots[slot]) + w.astype(slots[slot]))
+            values[slot].append(w)
+            sizes[slot] += rows if per_row else 1
+    tables = [_weight_table(v, d, xp) for v, d in zip(values, slots, strict=True)]
+    tables += [tables[0]] * (_kernels.GENERAL_MAX_SLOTS - len(tables))
+    flag = ap.uniform_flag.reshape(1) if ap.uniform is None else xp.zeros(1, np.bool_)
+    return (xp.asarray(regs), *(_bits(t) for t in tables), flag)
+
+
+def general_dummy_tables(variant: _kernels.GeneralVariant, xp: Any,
+                         length: int = 3) -> tuple[Any, ...]:
+    """Valid region operands for a warm-up launch of ``variant`` (``cugrad compile`` fills CuPy's
+    cache with it): one comb region of weight 0 over every row of an axis of ``length``."""
+    regs = np.zeros(2 + GREC_SIZE, np.int64)
+    regs[0] = 1
+    regs[2:2 + len(GREC_FIELDS)] = (0, length, KIND_CODES["comb"], 1, 0, 0, 0, 0)
+    tables = [_bits(xp.zeros(1, d)) for d in variant.padded_slots]
+    return (xp.asarray(regs), *tables, xp.zeros(1, np.bool_))
 
 
 def general_args(f: Any, out: Any, ap: AxisPlan, lo: int, hi: int, f_start: int, xp: Any,
@@ -468,8 +651,7 @@ def general_args(f: Any, out: Any, ap: AxisPlan, lo: int, hi: int, f_start: int,
     if tables is None:
         tables = general_tables(ap, xp)
     inner = math.prod(f.shape[k + 1:])
-    return (_bits(f), *tables, ap.length, inner, hi - lo, lo, f.shape[k], f_start,
-            interior_mode(ap))
+    return (_bits(f), *tables, ap.length, inner, hi - lo, lo, f.shape[k], f_start)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -477,12 +659,39 @@ def general_args(f: Any, out: Any, ap: AxisPlan, lo: int, hi: int, f_start: int,
 # ------------------------------------------------------------------------------------------------
 
 
-# Device copies of host coefficient tables, per (axis plan, device, stream), the most recent few
-# (an entry holds its plan, so an id is never mistaken for a later plan's). Reuse is limited to the
-# stream that uploaded them, which orders the copy before every kernel that reads them.
+# Device copies of host weight tables for compute_rows, the most recent few (an entry holds its
+# plan, so an id is never mistaken for a later plan's). The key names the device, the stream AND
+# the thread: with CUPY_CUDA_PER_THREAD_DEFAULT_STREAM=1 every thread's default stream has the
+# same pointer, so a stream pointer alone would let one thread read tables that another thread's
+# stream is still copying. Each entry also holds an event recorded after its upload, which a
+# reader's stream waits for (a GPU-side wait, no host stall): a thread id can be reused by a new
+# thread, and the wait keeps even that case ordered.
 _UPLOADED_MAX = 32
-_uploaded_tables: dict[tuple[int, int, int], tuple[AxisPlan, tuple[Any, ...]]] = {}
+_uploaded_tables: dict[tuple[int, int, int, int], tuple[AxisPlan, tuple[Any, ...], Any]] = {}
 _uploaded_lock = threading.Lock()
+
+
+def upload_key(ap: AxisPlan, device_id: int, stream_ptr: int) -> tuple[int, int, int, int]:
+    """The cache key of an axis's uploaded tables: plan, device, stream and calling thread."""
+    return (id(ap), device_id, stream_ptr, threading.get_ident())
+
+
+def cached_tables(ap: AxisPlan, cupy: Any) -> tuple[Any, ...]:
+    """The axis's general-path tables on the current device, uploaded once per thread and stream."""
+    stream = cupy.cuda.get_current_stream()
+    key = upload_key(ap, cupy.cuda.Device().id, stream.ptr)
+    with _uploaded_lock:
+        entry = _uploaded_tables.get(key)
+    if entry is not None and entry[0] is ap:
+        stream.wait_event(entry[2])
+        return entry[1]
+    tables = general_tables(ap, cupy)
+    event = stream.record()
+    with _uploaded_lock:
+        _uploaded_tables[key] = (ap, tables, event)
+        while len(_uploaded_tables) > _UPLOADED_MAX:
+            _uploaded_tables.pop(next(iter(_uploaded_tables)))
+    return tables
 
 
 @functools.cache
@@ -492,21 +701,25 @@ def _sm_count(device_id: int) -> int:
     return int(cupy.cuda.Device(device_id).attributes["MultiProcessorCount"])
 
 
-def execute(plan: GradientPlan, f: Any, outs: list[Any]) -> None:
+def execute(plan: GradientPlan, f: Any, outs: list[Any], tuning: FastTuning | None = None) -> None:
     """Write the gradient of the CuPy array ``f`` along ``plan.axes`` into ``outs``.
 
     ``outs`` are CuPy arrays of ``plan.out_dtype`` and ``f``'s shape (possibly the rows of one
-    stacked array), on the current device, not overlapping ``f``. Returns without waiting.
+    stacked array), on the current device, not overlapping ``f``. ``tuning`` chooses the fast
+    path's compile-time knobs (default :data:`cugrad._kernels.DEFAULT_TUNING`). Returns without
+    waiting.
     """
     if f.size == 0 or not plan.axes:
         return
     import cupy
 
-    launches, general = select_paths(plan, ArrayInfo.of(f), [ArrayInfo.of(o) for o in outs])
+    tuning = DEFAULT_TUNING if tuning is None else tuning
+    launches, general = select_paths(plan, ArrayInfo.of(f), [ArrayInfo.of(o) for o in outs],
+                                     tuning)
     sm_count = _sm_count(cupy.cuda.Device().id)
     for launch in launches:
         params, keep = fast_launch_params(plan, launch, f, outs, cupy)
-        grid, block = launch_config(launch.ntiles, sm_count)
+        grid, block = launch_config(launch.work.nitems, sm_count, tuning)
         _kernels.fast_kernel(launch.variant)((grid,), (block,), (params,))
         del keep  # the pool reuses these only after the kernel, in stream order
     for i in general:
@@ -520,32 +733,24 @@ def compute_rows(f: Any, out: Any, ap: AxisPlan, data_dtype: np.dtype, lo: int, 
 
     The CuPy twin of :func:`cugrad._numpy_backend.compute_rows`, same arguments: ``f`` is a window
     of the input (any layout) whose first row along the axis is global row ``f_start`` and which
-    holds every row the stencils read; ``out[0]`` along the axis receives global row ``lo``.
+    holds every row the stencils read; global row ``j`` is window row ``j - f_start`` when that lies
+    in the window, else ``(j mod n) - f_start`` (periodic axes); ``out[0]`` along the axis receives
+    global row ``lo``.
     """
     if hi <= lo or out.size == 0:
         return
     import cupy
 
     variant = general_variant(f.dtype, data_dtype, ap, out.dtype)
-    tables = None
-    if ap.uniform is not None:
-        # Slabbed callers ask for the same axis many times: upload its tables once per stream.
-        key = (id(ap), cupy.cuda.Device().id, cupy.cuda.get_current_stream().ptr)
-        with _uploaded_lock:
-            entry = _uploaded_tables.get(key)
-        if entry is not None and entry[0] is ap:
-            tables = entry[1]
-        else:
-            tables = general_tables(ap, cupy)
-            with _uploaded_lock:
-                _uploaded_tables[key] = (ap, tables)
-                while len(_uploaded_tables) > _UPLOADED_MAX:
-                    _uploaded_tables.pop(next(iter(_uploaded_tables)))
+    # Slabbed callers ask for the same axis many times: upload its tables once per thread and
+    # stream. Device-coordinate plans build theirs on the device, in stream order, every time.
+    tables = cached_tables(ap, cupy) if ap.uniform is not None else None
     args = general_args(f, out, ap, lo, hi, f_start, cupy, tables)
     _kernels.call_general(variant, args, _bits(out))
 
 
-def run_host(plan: GradientPlan, f_host: np.ndarray, outs_host: list[np.ndarray]) -> None:
+def run_host(plan: GradientPlan, f_host: np.ndarray, outs_host: list[np.ndarray],
+             tuning: FastTuning | None = None) -> None:
     """Numpy in, numpy out, computed on the current GPU: upload, compute, download."""
     if f_host.size == 0 or not plan.axes:
         return
@@ -553,7 +758,7 @@ def run_host(plan: GradientPlan, f_host: np.ndarray, outs_host: list[np.ndarray]
 
     f = cupy.asarray(f_host)
     outs = [cupy.empty(plan.shape, plan.out_dtype) for _ in plan.axes]
-    execute(plan, f, outs)
+    execute(plan, f, outs, tuning)
     for dev, host in zip(outs, outs_host, strict=True):
         if host.flags.c_contiguous:
             dev.get(out=host)

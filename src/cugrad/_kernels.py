@@ -34,11 +34,69 @@ KERNEL_FILES = (STENCILS_FILE, GENERAL_FILE, FAST_FILE)
 # kernels also use explicit .rn PTX for every float operation, which survives CuPy's -ftz=true.
 COMPILE_OPTIONS: tuple[str, ...] = ("--std=c++17", "--fmad=false")
 
-# Mirrors of the constants in gradient_fast.cu (checked against the source by the tests).
-FAST_ROWS = 2
+# Mirrors of the constants in gradient_fast.cu and gradient_stencils.cuh (checked against the
+# sources by the tests).
 FAST_MAX_PLANE_AXES = 2
-FAST_BLOCK = 256
-NSCALARS = 13
+FAST_RMAX = 4  # reach of a fast-path body stencil
+FAST_MAX_EDGE = 8  # non-body rows per side on the fast path
+MAX_TERMS = 8
+MAX_OFFSETS = 16
+KIND_CODES = {"diff": 0, "comb": 1, "dsum": 2}
+FORM_DIFF, FORM_COMB3, FORM_DSYM, FORM_DCOORD = 0, 1, 2, 3
+GENERAL_MAX_SLOTS = 3  # compute dtypes of one axis's regions on the general path
+
+
+@dataclass(frozen=True)
+class FastTuning:
+    """The compile-time knobs of the fast path (``#define`` lines in front of its source).
+
+    Each is part of the kernel's name and of the code string CuPy hashes, so that a sweep over them
+    (``benchmarks/gpu_tune.py``) compiles and caches every configuration separately.
+
+    Attributes
+    ----------
+    rows_per_thread : int
+        Rows of a vector tile (``CG_FAST_ROWS``): independent loads in flight per thread.
+    min_blocks_per_sm : int
+        ``__launch_bounds__`` minimum of resident blocks per SM (``CG_FAST_MIN_BLOCKS``): caps the
+        registers per thread at ``65536 / (block * min_blocks_per_sm)``.
+    block : int
+        Threads per block (``CG_FAST_BLOCK``), a multiple of 32 up to 1024.
+    """
+
+    rows_per_thread: int = 2
+    min_blocks_per_sm: int = 2
+    block: int = 256
+
+    def __post_init__(self) -> None:
+        for name in ("rows_per_thread", "min_blocks_per_sm", "block"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"FastTuning.{name} must be a positive int, got {value!r}")
+        if self.block % 32 or self.block > 1024:
+            raise ValueError(f"FastTuning.block must be a multiple of 32 up to 1024, got {self.block}")
+        if self.block * self.min_blocks_per_sm > 2048:
+            raise ValueError(
+                f"FastTuning: {self.min_blocks_per_sm} blocks of {self.block} threads exceed the "
+                "2048 resident threads of an SM"
+            )
+
+    @property
+    def suffix(self) -> str:
+        """The part of a kernel name that spells the tuning (``r2_m2_b256``)."""
+        return f"r{self.rows_per_thread}_m{self.min_blocks_per_sm}_b{self.block}"
+
+    def defines(self) -> str:
+        return (f"#define CG_FAST_ROWS {self.rows_per_thread}\n"
+                f"#define CG_FAST_MIN_BLOCKS {self.min_blocks_per_sm}\n"
+                f"#define CG_FAST_BLOCK {self.block}\n")
+
+
+DEFAULT_TUNING = FastTuning()
+# The defaults, as the fast path's source states them when no tuning is defined.
+FAST_ROWS = DEFAULT_TUNING.rows_per_thread
+FAST_BLOCK = DEFAULT_TUNING.block
+FAST_MIN_BLOCKS = DEFAULT_TUNING.min_blocks_per_sm
 
 # numpy dtype -> C type of the stored element
 C_TYPES: dict[np.dtype, str] = {
@@ -101,9 +159,14 @@ def defines() -> str:
     return f"#define CUGRAD_CMUL_FMA {int(numpy_cmul_is_fused())}\n"
 
 
-def fast_module_code() -> str:
-    """The code string of the RawModule of the fast path."""
-    return "\n".join((defines(), kernel_source(STENCILS_FILE), kernel_source(FAST_FILE)))
+def fast_module_code(tuning: FastTuning = DEFAULT_TUNING) -> str:
+    """The code string of the RawModule of the fast path for one tuning.
+
+    The tuning's ``#define`` lines come first, so CuPy's cache key (a hash of this string) differs
+    per tuning; the default tuning is spelled out too, so every cache entry says what it holds.
+    """
+    return "\n".join((defines(), tuning.defines(), kernel_source(STENCILS_FILE),
+                      kernel_source(FAST_FILE)))
 
 
 def general_preamble() -> str:
@@ -137,18 +200,19 @@ def fast_compute_dtypes(in_dtype: Any) -> tuple[np.dtype, ...]:
 
 @dataclass(frozen=True)
 class FastVariant:
-    """One instantiation of ``cugrad_gradient_fast`` (the edge order is a launch parameter)."""
+    """One instantiation of ``cugrad_gradient_fast`` (stencils and edges are launch parameters)."""
 
     in_dtype: np.dtype
     compute_dtype: np.dtype
     vec: int
     index: str  # "i32" or "i64"
+    tuning: FastTuning = DEFAULT_TUNING
 
     @property
     def name(self) -> str:
         return (
             f"cugrad_gradient_fast_{short_name(self.in_dtype)}_calc{short_name(self.compute_dtype)}"
-            f"_v{self.vec}_{self.index}"
+            f"_v{self.vec}_{self.index}_{self.tuning.suffix}"
         )
 
     @property
@@ -160,49 +224,54 @@ class FastVariant:
         )
 
 
-def all_fast_variants() -> list[FastVariant]:
-    """Every instantiation the backend may launch."""
+def all_fast_variants(tuning: FastTuning = DEFAULT_TUNING) -> list[FastVariant]:
+    """Every instantiation the backend may launch with one tuning."""
     variants = []
     for in_dtype in FAST_INPUT_DTYPES:
         for compute, vec, index in itertools.product(
             fast_compute_dtypes(in_dtype), fast_vector_widths(in_dtype), ("i32", "i64")
         ):
-            variants.append(FastVariant(in_dtype, compute, vec, index))
+            variants.append(FastVariant(in_dtype, compute, vec, index, tuning))
     return variants
 
 
 @dataclass(frozen=True)
 class GeneralVariant:
-    """One ElementwiseKernel of the general path: the dtypes of every operand, the edge order."""
+    """One ElementwiseKernel of the general path: the dtypes of every operand.
+
+    ``slots`` are the compute dtypes of the axis's regions (numpy may compute the interior and the
+    edges of one axis in different dtypes), each with its weight table; at most
+    ``GENERAL_MAX_SLOTS``. Kinds, offsets, row ranges and weights are launch operands.
+    """
 
     in_dtype: np.dtype  # what f holds (float16 travels as uint16 bits)
     data_dtype: np.dtype
-    interior_dtype: np.dtype
-    left_dtype: np.dtype
-    right_dtype: np.dtype
+    slots: tuple[np.dtype, ...]
     out_dtype: np.dtype
-    edge_order: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.slots) <= GENERAL_MAX_SLOTS:
+            raise ValueError(f"a general kernel has 1 to {GENERAL_MAX_SLOTS} compute dtypes")
 
     @property
     def name(self) -> str:
-        regions = "_".join(
-            short_name(d) for d in (self.interior_dtype, self.left_dtype, self.right_dtype)
-        )
+        slots = "_".join(short_name(d) for d in self.slots)
         return (
-            f"cugrad_gradient_general_{short_name(self.in_dtype)}_{regions}"
-            f"_o{short_name(self.out_dtype)}_eo{self.edge_order}"
+            f"cugrad_gradient_general_{short_name(self.in_dtype)}_d{short_name(self.data_dtype)}"
+            f"_c{slots}_o{short_name(self.out_dtype)}"
         )
 
     @property
-    def kinds(self) -> tuple[str, str, str, str, str]:
-        data = KINDS[self.data_dtype]
-        return (
-            data,
-            KINDS[self.interior_dtype],
-            KINDS[self.left_dtype],
-            KINDS[self.right_dtype],
-            KINDS[self.out_dtype],
-        )
+    def padded_slots(self) -> tuple[np.dtype, np.dtype, np.dtype]:
+        """Three slot dtypes (unused slots repeat the first; the kernel never reads them)."""
+        return tuple(self.slots) + (self.slots[0],) * (GENERAL_MAX_SLOTS - len(self.slots))
+
+    @property
+    def template_args(self) -> str:
+        """``KD, NS, K0, K1, K2, KO`` of ``cg_general_point``."""
+        k0, k1, k2 = (KINDS[d] for d in self.padded_slots)
+        return (f"{KINDS[self.data_dtype]}, {len(self.slots)}, {k0}, {k1}, {k2}, "
+                f"{KINDS[self.out_dtype]}")
 
     def param_types(self) -> dict[str, str]:
         """CuPy type names of the kernel's array operands (float16 as uint16 bits)."""
@@ -210,42 +279,37 @@ class GeneralVariant:
         def cupy_name(dtype: np.dtype) -> str:
             return "uint16" if dtype == np.float16 else dtype.name
 
-        return {
-            "f": cupy_name(self.in_dtype),
-            "interior": cupy_name(self.interior_dtype),
-            "left": cupy_name(self.left_dtype),
-            "right": cupy_name(self.right_dtype),
-            "out": cupy_name(self.out_dtype),
-        }
+        t = {"f": cupy_name(self.in_dtype), "out": cupy_name(self.out_dtype)}
+        for k, d in enumerate(self.padded_slots):
+            t[f"w{k}"] = cupy_name(d)
+        return t
 
     def in_params(self) -> str:
         # n and i are reserved names in an ElementwiseKernel (i is the element index).
         t = self.param_types()
         return (
-            f"raw {t['f']} f, raw {t['interior']} ia, raw {t['interior']} ib, "
-            f"raw {t['interior']} ic, raw {t['interior']} si, raw {t['left']} sl, "
-            f"raw {t['right']} sr, raw bool flag, int64 axis_len, int64 inner, int64 orows, "
-            "int64 lo, "
-            "int64 frows, int64 fstart, int32 mode"
+            f"raw {t['f']} f, raw int64 regs, raw {t['w0']} w0, raw {t['w1']} w1, "
+            f"raw {t['w2']} w2, raw bool flag, int64 axis_len, int64 inner, int64 orows, "
+            "int64 lo, int64 frows, int64 fstart"
         )
 
     def out_params(self) -> str:
         return f"{self.param_types()['out']} out"
 
     def operation(self) -> str:
-        kd, ki, kl, kr, ko = self.kinds
         return (
-            f"cg_general_point<{kd}, {ki}, {kl}, {kr}, {ko}, {self.edge_order}>(out, f, ia, ib, "
-            "ic, si, sl, sr, flag, i, axis_len, inner, orows, lo, frows, fstart, mode);"
+            f"cg_general_point<{self.template_args}>(out, f, regs, w0, w1, w2, flag, i, axis_len, "
+            "inner, orows, lo, frows, fstart);"
         )
 
 
 def representative_general_variants() -> list[GeneralVariant]:
     """General-path kernels that cover every kind and promotion numpy makes.
 
-    One per (data dtype, edge order) with every region in the data dtype, plus the mixed
-    precisions (float16 or float32 data with float32 or float64 coefficients, complex64 data with
-    complex128 coefficients), integer input, and regions promoted differently.
+    One per data dtype with every region in the data dtype, plus the mixed precisions (float16 or
+    float32 data with float32 or float64 weights, complex64 data with complex128 weights), integer
+    and bool input, and axes whose regions compute in two dtypes (numpy's interior and edges under
+    a numpy-integer spacing) or three.
     """
     f16, f32, f64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
     c64, c128 = np.dtype(np.complex64), np.dtype(np.complex128)
@@ -256,18 +320,14 @@ def representative_general_variants() -> list[GeneralVariant]:
         (c64, c64, c64), (c64, c128, c64),
         (c128, c128, c128),
     ]
-    variants = []
-    for data, compute, out in combos:
-        for eo in (1, 2):
-            variants.append(GeneralVariant(data, data, compute, compute, compute, out, eo))
-    # integer input: data float64
-    for eo in (1, 2):
-        variants.append(GeneralVariant(np.dtype(np.int64), f64, f64, f64, f64, f64, eo))
+    variants = [GeneralVariant(data, data, (compute,), out) for data, compute, out in combos]
+    variants.append(GeneralVariant(np.dtype(np.int64), f64, (f64,), f64))
     # bool input on a device reaches a kernel only with coordinates on every axis and
     # second-order edges (numpy's products accept bool; its differences do not)
-    variants.append(GeneralVariant(np.dtype(np.bool_), f64, f64, f64, f64, f64, 2))
+    variants.append(GeneralVariant(np.dtype(np.bool_), f64, (f64,), f64))
     # numpy may promote the interior and the edges differently (np.int8 spacing on float32 data)
-    variants.append(GeneralVariant(f32, f32, f64, f32, f32, f32, 1))
+    variants.append(GeneralVariant(f32, f32, (f64, f32), f32))
+    variants.append(GeneralVariant(f16, f16, (f64, f16, f32), f16))
     return variants
 
 
@@ -298,13 +358,18 @@ def _device_id() -> int:
 
 
 def fast_kernel(variant: FastVariant) -> Any:
-    """The compiled ``cugrad_gradient_fast`` instantiation for the current device."""
+    """The compiled ``cugrad_gradient_fast`` instantiation for the current device.
+
+    The memo key holds the variant, tuning included; CuPy's disk cache key holds the code string,
+    whose first lines are the tuning's ``#define`` lines.
+    """
 
     def build() -> Any:
         import cupy
 
         module = cupy.RawModule(
-            code=fast_module_code(), options=COMPILE_OPTIONS, name_expressions=[variant.expression]
+            code=fast_module_code(variant.tuning), options=COMPILE_OPTIONS,
+            name_expressions=[variant.expression],
         )
         return module.get_function(variant.expression)  # compiles now, under the lock
 

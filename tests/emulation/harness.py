@@ -57,29 +57,24 @@ def _fast_entry(v: _kernels.FastVariant) -> str:
 
 
 def _general_entry(v: _kernels.GeneralVariant) -> str:
-    kd, ki, kl, kr, ko = v.kinds
     t_out, t_f = STORAGE[v.out_dtype], STORAGE[v.in_dtype]
-    t_i, t_l, t_r = (STORAGE[d] for d in (v.interior_dtype, v.left_dtype, v.right_dtype))
+    t_w = [STORAGE[d] for d in v.padded_slots]
     return (
         f'extern "C" void {v.name}(void* out, const long long* oshape, const long long* ostrides,\n'
         "        int ondim, void* f, const long long* fshape, const long long* fstrides,\n"
-        "        int fndim,\n"
-        "        const void* ia, const void* ib, const void* ic, const void* si, const void* sl,\n"
-        "        const void* sr, const bool* flag, long long n, long long inner, long long orows,\n"
-        "        long long lo, long long frows, long long fstart, int mode) {\n"
+        "        int fndim, const long long* regs, const void* w0, const void* w1, const void* w2,\n"
+        "        const bool* flag, long long n, long long inner, long long orows, long long lo,\n"
+        "        long long frows, long long fstart) {\n"
         f"    cg_emu_strided<{t_out}> o{{static_cast<{t_out}*>(out), oshape, ostrides, ondim}};\n"
         f"    cg_emu_strided<{t_f}> fa{{static_cast<{t_f}*>(f), fshape, fstrides, fndim}};\n"
         "    long long size = 1;\n"
         "    for (int d = 0; d < ondim; ++d) size *= oshape[d];\n"
-        f"    const {t_i}* a = static_cast<const {t_i}*>(ia);\n"
-        f"    const {t_i}* b = static_cast<const {t_i}*>(ib);\n"
-        f"    const {t_i}* c = static_cast<const {t_i}*>(ic);\n"
-        f"    const {t_i}* s = static_cast<const {t_i}*>(si);\n"
-        f"    const {t_l}* l = static_cast<const {t_l}*>(sl);\n"
-        f"    const {t_r}* r = static_cast<const {t_r}*>(sr);\n"
+        f"    const {t_w[0]}* a = static_cast<const {t_w[0]}*>(w0);\n"
+        f"    const {t_w[1]}* b = static_cast<const {t_w[1]}*>(w1);\n"
+        f"    const {t_w[2]}* c = static_cast<const {t_w[2]}*>(w2);\n"
         "    for (long long i = 0; i < size; ++i) {\n"
-        f"        cg_general_point<{kd}, {ki}, {kl}, {kr}, {ko}, {v.edge_order}>(o[i], fa, a, b, c,"
-        " s, l, r, flag, i, n, inner, orows, lo, frows, fstart, mode);\n"
+        f"        cg_general_point<{v.template_args}>(o[i], fa, regs, a, b, c, flag, i, n, inner,"
+        " orows, lo, frows, fstart);\n"
         "    }\n"
         "}\n"
     )
@@ -100,13 +95,20 @@ extern "C" void cg_emu_half_to_float(const unsigned short* h, float* x, long lon
 
 def translation_unit(fast: list[_kernels.FastVariant],
                      general: list[_kernels.GeneralVariant]) -> str:
+    """One library: the fast path's code string for the (one) tuning of ``fast``, the general
+    path's preamble, and an entry point per variant."""
+    tunings = {v.tuning for v in fast} or {_kernels.DEFAULT_TUNING}
+    if len(tunings) != 1:
+        raise ValueError("one emulation library holds the fast path of one tuning")
     parts = [
         f'#include "{SHIM.name}"',
-        _kernels.fast_module_code(),
+        _kernels.fast_module_code(tunings.pop()),
         _kernels.general_preamble(),
         'extern "C" long long cg_emu_sizeof_params() { return sizeof(cg_fast_params); }',
         'extern "C" long long cg_emu_sizeof_axis() { return sizeof(cg_fast_axis); }',
         'extern "C" long long cg_emu_offsetof_f() { return offsetof(cg_fast_params, f); }',
+        'extern "C" long long cg_emu_sizeof_rec() { return sizeof(cg_fast_rec); }',
+        'extern "C" long long cg_emu_offsetof_rec_w() { return offsetof(cg_fast_rec, w); }',
         _CONVERSIONS,
     ]
     parts += [_fast_entry(v) for v in dict.fromkeys(fast)]
@@ -123,6 +125,8 @@ class Emulator:
             ("cg_emu_sizeof_params", ctypes.c_longlong, []),
             ("cg_emu_sizeof_axis", ctypes.c_longlong, []),
             ("cg_emu_offsetof_f", ctypes.c_longlong, []),
+            ("cg_emu_sizeof_rec", ctypes.c_longlong, []),
+            ("cg_emu_offsetof_rec_w", ctypes.c_longlong, []),
             ("cg_emu_float_to_half", None, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_longlong]),
             ("cg_emu_double_to_half", None, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_longlong]),
             ("cg_emu_half_to_float", None, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_longlong]),
@@ -147,11 +151,11 @@ class Emulator:
     def run_general(self, variant: _kernels.GeneralVariant, args: tuple[Any, ...],
                     out: np.ndarray) -> None:
         """Run the general kernel with the operands of ``_cupy_backend.general_args``."""
-        f, ia, ib, ic, si, sl, sr, flag, n, inner, orows, lo, frows, fstart, mode = args
+        f, regs, w0, w1, w2, flag, n, inner, orows, lo, frows, fstart = args
         fn = getattr(self.lib, variant.name)
         fn.restype = None
         ptr, ll = ctypes.c_void_p, ctypes.c_longlong
-        fn.argtypes = [ptr, ptr, ptr, ctypes.c_int] * 2 + [ptr] * 7 + [ll] * 6 + [ctypes.c_int]
+        fn.argtypes = [ptr, ptr, ptr, ctypes.c_int] * 2 + [ptr] * 5 + [ll] * 6
         keep = []
 
         def geometry(a: np.ndarray) -> list[Any]:
@@ -160,10 +164,11 @@ class Emulator:
             keep.extend([shape, strides])
             return [a.ctypes.data, shape.ctypes.data, strides.ctypes.data, a.ndim]
 
-        tables = [np.ascontiguousarray(t) for t in (ia, ib, ic, si, sl, sr, flag)]
+        tables = [np.ascontiguousarray(t) for t in (regs, w0, w1, w2, flag)]
+        assert tables[0].dtype == np.int64
         keep.extend(tables)
         fn(*geometry(out), *geometry(f), *[t.ctypes.data for t in tables],
-           *[int(v) for v in (n, inner, orows, lo, frows, fstart)], int(mode))
+           *[int(v) for v in (n, inner, orows, lo, frows, fstart)])
 
 
 def build(workdir: Path, fast: list[_kernels.FastVariant],
