@@ -39,7 +39,7 @@ assert_type(cugrad.gradient(line), F64)  # 1-D: numpy returns one array
 # Dimensions unknown: one array (1-D) or a tuple, as numpy decides at run time.
 assert_type(cugrad.gradient(field), F64 | tuple[F64, ...])
 # Integer data computes in float64 (numpy's rule); lists are array-likes.
-counts = np.arange(12).reshape(3, 4)
+counts = np.arange(12, dtype=np.int64).reshape(3, 4)
 assert_type(cugrad.gradient(counts, axis=1), NDArray[Any])
 assert_type(cugrad.gradient([1.0, 2.0, 4.0], axis=0), NDArray[Any])
 # Options typed as numpy's stubs and cugrad's documentation say.
