@@ -77,6 +77,10 @@ def execute(plan: GradientPlan, f: np.ndarray, outs: list[np.ndarray]) -> None:
     ``f`` holds the user's data (integers are cast inside the ufuncs); ``outs`` have ``f``'s shape and
     ``plan.out_dtype`` and must not share memory with ``f``.
     """
+    from cugrad import _numba_backend  # the compiled engine (CUGRAD_CPU_ENGINE), when it applies
+
+    if _numba_backend.execute(plan, f, outs):
+        return
 
     def whole() -> None:
         for ap, out in zip(plan.axis_plans, outs, strict=True):

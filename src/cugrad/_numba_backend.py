@@ -1,0 +1,294 @@
+"""The compiled CPU engine: execute a :class:`~cugrad._plan.GradientPlan` with numba, one pass per output.
+
+The NumPy backend computes each region of each output with two or more ufunc passes (a difference,
+then a division; products, then sums). This engine executes the same plan (every region kind,
+scalar or per-row weights, periodic wrap) computing each output element in one pass from the input
+values, in the operation order :class:`cugrad._plan.Region` defines, so the bits are the NumPy
+backend's and numpy.gradient's (``_numba_kernels`` says how). numba is optional (``pip install
+"cugrad[cpu]"``); without it, and for everything this engine does not take, the NumPy backend runs.
+
+Choosing the engine: ``CUGRAD_CPU_ENGINE`` = ``auto`` (the default: this engine when numba is
+installed and the array has at least :data:`ENGINE_MIN_ELEMENTS` elements), ``numba`` (this engine
+whenever it supports the call, at any size; ``RuntimeError`` when numba is missing) or ``numpy``
+(never). The NumPy backend always runs, whatever the choice, for:
+
+* dtypes other than float32/float64/integer data with float32/float64 compute dtypes (float16,
+  complex, longdouble), byte-swapped data or outputs, strides that are not whole elements, more
+  than four dims longer than 1, and plans with device coordinates;
+* calls under ``np.errstate(..., "raise"/"call"/"log")`` or with RuntimeWarning turned into an
+  error (numpy's order of floating-point events is only reproduced by numpy's own loops), or with
+  ``under`` reported;
+* calls that wrote a non-finite value while ``np.errstate`` reports ``divide``, ``over`` or
+  ``invalid`` (the default): compiled code cannot report those events, so the NumPy backend
+  recomputes the call and reports them as numpy does. Inputs holding NaN or infinity therefore
+  cost one pass of each engine under numpy's default error state.
+
+Compilation happens on first use (never at import), once per (input dtype, output dtype) pair, and
+is cached on disk by numba (``cache=True``: next to this module when that is writable, else in
+numba's user cache directory; ``NUMBA_CACHE_DIR`` overrides), so later processes load it in
+milliseconds. ``import cugrad`` never imports numba.
+
+Threads: the slab dim (the one with the largest stride) is cut into slabs of about
+:data:`SLAB_BYTES` of input; workers (``CUGRAD_NUM_THREADS``, the NumPy backend's count, the
+calling thread included) take the next slab from a shared counter until none is left, so a busy
+CPU slows the call by its share, not by half. A slab computes every requested axis while its
+input is in cache. The kernels release the GIL.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import math
+import os
+import threading
+from typing import Any
+
+import numpy as np
+
+from cugrad import _numpy_backend
+from cugrad._plan import GradientPlan, Region
+
+ENGINE_ENV = "CUGRAD_CPU_ENGINE"
+ENGINES = ("auto", "numba", "numpy")
+#: Under ``auto``, arrays with fewer elements stay on the NumPy backend: below this the engine's
+#: table building and thread start cost about what they save, and the first call of a process pays
+#: numba's import (about half a second) even when the kernels come from the disk cache.
+ENGINE_MIN_ELEMENTS = 1 << 18
+#: Input bytes per slab (a slab, its halo and the matching output rows stay in a core's L2).
+SLAB_BYTES = 1 << 20
+#: Below this many elements a call runs on the calling thread alone.
+PARALLEL_MIN_ELEMENTS = 1 << 16
+MAX_DIMS = 4
+# The table layout of ``_numba_kernels`` (repeated here so that building tables needs no numba;
+# :func:`_kernels` checks that both agree).
+HEADER, RECORD, MAX_OFFSETS = 17, 26, 16
+
+_KINDS = {"diff": 0, "comb": 1, "dsum": 2}
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_INPUTS = frozenset(np.dtype(c) for c in "bBhHiIlLqQfd")
+
+#: How many calls this engine computed (the tests read it to know which engine ran).
+calls = 0
+
+
+def requested_engine() -> str:
+    """``CUGRAD_CPU_ENGINE``, validated: ``"auto"`` (the default), ``"numba"`` or ``"numpy"``."""
+    value = os.environ.get(ENGINE_ENV) or "auto"
+    if value not in ENGINES:
+        raise ValueError(f"{ENGINE_ENV} must be one of auto, numba, numpy; got {value!r}")
+    return value
+
+
+@functools.cache
+def available() -> bool:
+    """Whether numba can be imported (checked without importing it)."""
+    return importlib.util.find_spec("numba") is not None
+
+
+def execute(plan: GradientPlan, f: np.ndarray, outs: list[np.ndarray]) -> bool:
+    """Compute ``plan`` into ``outs`` with this engine if it is chosen and supports the call.
+
+    Returns False, having written nothing or something the caller overwrites, when the NumPy
+    backend must compute the call instead. Arguments as :func:`cugrad._numpy_backend.execute`.
+    """
+    engine = requested_engine()
+    if engine == "numpy" or not f.size:
+        return False
+    if engine == "auto" and (f.size < ENGINE_MIN_ELEMENTS or not available()):
+        return False
+    if _numpy_backend.fp_events_raise():
+        return False
+    err = np.geterr()
+    if err["under"] != "ignore":
+        return False
+    job = _prepare(plan, f, outs)
+    if job is None:
+        return False
+    if not available():
+        raise RuntimeError(
+            f'{ENGINE_ENV}="numba" asks for the compiled CPU engine, but numba is not installed: '
+            'pip install "cugrad[cpu]" (or numba), or unset the variable'
+        )
+    bad = _run(job, f.size)
+    global calls
+    calls += 1
+    if bad and any(err[event] != "ignore" for event in ("divide", "over", "invalid")):
+        return False  # the NumPy backend recomputes, reporting numpy's floating-point events
+    return True
+
+
+# --------------------------------------------------------------------------------------------------
+# From the plan to flat arrays and tables
+# --------------------------------------------------------------------------------------------------
+
+
+class _Job:
+    __slots__ = ("f", "outs", "tables", "weights", "slab_dim_len", "slab_rows", "key")
+
+    def __init__(self, f, outs, tables, weights, slab_dim_len, slab_rows, key):
+        self.f, self.outs, self.tables, self.weights = f, outs, tables, weights
+        self.slab_dim_len, self.slab_rows, self.key = slab_dim_len, slab_rows, key
+
+
+def _prepare(plan: GradientPlan, f: np.ndarray, outs: list[np.ndarray]) -> _Job | None:
+    """The flat views and axis tables of a call, or None when the engine does not take it."""
+    out_dtype = plan.out_dtype
+    if f.dtype not in _INPUTS or not f.dtype.isnative or out_dtype not in _FLOATS:
+        return None
+    if not out_dtype.isnative or any(o.dtype != out_dtype or o.shape != f.shape for o in outs):
+        return None
+    data_dtype = plan.data_dtype
+    if data_dtype != out_dtype or (f.dtype.kind == "f" and f.dtype != data_dtype):
+        return None
+    dims = [d for d in range(f.ndim) if f.shape[d] > 1]
+    if len(dims) > MAX_DIMS:
+        return None
+    if any(s % f.itemsize for s in f.strides) or any(
+        s % o.itemsize for o in outs for s in o.strides
+    ):
+        return None
+    # Loop order: dims by decreasing input stride, so dim 3 (the innermost loop) is the one with
+    # the smallest; unused leading slots have length 1.
+    dims.sort(key=lambda d: -abs(f.strides[d]))
+    slot = {d: MAX_DIMS - len(dims) + i for i, d in enumerate(dims)}
+    shape = [1] * MAX_DIMS
+    for d, s in slot.items():
+        shape[s] = f.shape[d]
+    slab_dim = MAX_DIMS - len(dims) if dims else MAX_DIMS - 1
+    f_flat, f_base, f_strides = _flat(f, slot)
+    flats = [_flat(o, slot) for o in outs]
+    tables, weights = [], []
+    for ap, (_, o_base, o_strides) in zip(plan.axis_plans, flats, strict=True):
+        if ap.uniform is None or ap.axis not in slot:
+            return None
+        header = [*shape, *f_strides, f_base, *o_strides, o_base, slot[ap.axis], slab_dim,
+                  len(ap.regions)]
+        records, wvalues = [], []
+        for region in ap.regions:
+            record = _record(region, out_dtype, sum(len(w) for w in wvalues), wvalues)
+            if record is None:
+                return None
+            records.extend(record)
+        tables.append(np.array(header + records, dtype=np.int64))
+        weights.append(np.concatenate(wvalues) if wvalues else np.zeros(1))
+    slab_dim_len = shape[slab_dim]
+    row_bytes = f.itemsize * (f.size // slab_dim_len)
+    slab_rows = max(1, SLAB_BYTES // max(row_bytes, 1))
+    return _Job(f_flat, [fl for fl, _, _ in flats], tables, weights, slab_dim_len, slab_rows,
+                (f.dtype, out_dtype))
+
+
+def _flat(a: np.ndarray, slot: dict[int, int]) -> tuple[np.ndarray, int, list[int]]:
+    """A 1-D contiguous view of the memory ``a`` spans, the index of ``a[0, ..., 0]`` in it, and
+    the element strides of ``a``'s dims in their loop slots (0 for unused slots)."""
+    strides = [0] * MAX_DIMS
+    low = high = 0
+    for d, s in slot.items():
+        step = a.strides[d] // a.itemsize
+        strides[s] = step
+        span = (a.shape[d] - 1) * step
+        low, high = low + min(span, 0), high + max(span, 0)
+    if a.flags.c_contiguous or a.flags.f_contiguous:
+        flat = a.reshape(-1, order="A")
+        return flat, 0, strides
+    corner = a[tuple(slice(-1, None) if s < 0 else slice(0, 1) for s in a.strides)]
+    flat = np.lib.stride_tricks.as_strided(corner, (high - low + 1,), (a.itemsize,))
+    return flat, -low, strides
+
+
+def _record(region: Region, out_dtype: np.dtype, wbase: int, wvalues: list[np.ndarray]):
+    """One region's record (see ``_numba_kernels.RECORD``), its weights appended to ``wvalues``."""
+    dtype = region.dtype
+    if dtype not in _FLOATS or dtype.itemsize < out_dtype.itemsize:
+        return None
+    kind = _KINDS[region.kind]
+    offsets = region.offsets
+    if len(offsets) > MAX_OFFSETS:
+        return None
+    terms = len(region.weights)
+    rows = region.stop - region.start
+    per_row = any(isinstance(w, np.ndarray) and w.ndim == 1 for w in region.weights)
+    values = []
+    for w in region.weights:
+        if isinstance(w, np.ndarray) and w.ndim == 1:
+            if len(w) != rows or w.dtype.kind not in "iuf":
+                return None
+            value = w.astype(dtype).astype(np.float64)
+        else:
+            value = _scalar_weight(w, dtype)
+            if value is None:
+                return None
+            if per_row:
+                value = np.full(rows, value)
+        values.append(np.atleast_1d(np.asarray(value, dtype=np.float64)))
+    wvalues.extend(values)
+    padded = list(offsets) + [0] * (MAX_OFFSETS - len(offsets))
+    return [region.start, region.stop, kind, 8 * dtype.itemsize, int(region.wrap), terms,
+            int(per_row), wbase, min(offsets), max(offsets), *padded]
+
+
+def _scalar_weight(w: Any, dtype: np.dtype) -> float | None:
+    """The value numpy's ufunc loop of ``dtype`` uses for the scalar ``w`` (weak Python numbers are
+    converted to ``dtype``, numpy scalars promote), as a float64 holding it exactly."""
+    try:
+        with np.errstate(all="ignore"):
+            value = np.multiply(np.ones((), dtype), w)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if value.dtype != dtype:
+        return None
+    return float(value)
+
+
+# --------------------------------------------------------------------------------------------------
+# Running the kernels
+# --------------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _kernels() -> Any:
+    """The kernels module (imports numba; compiled code comes from numba's disk cache)."""
+    from cugrad import _numba_kernels as kernels
+
+    assert (kernels.HEADER, kernels.RECORD, kernels.MAX_OFFSETS) == (HEADER, RECORD, MAX_OFFSETS)
+    return kernels
+
+
+def _run(job: _Job, size: int) -> int:
+    """Compute every axis of every slab; returns the count of non-finite values written."""
+    kernel = _kernels().axis_slab
+    n, rows = job.slab_dim_len, job.slab_rows
+    count = math.ceil(n / rows)
+    work = list(zip(job.outs, job.tables, job.weights, strict=True))
+    f = job.f
+
+    def slab(i: int) -> int:
+        c0, c1 = i * rows, min(n, (i + 1) * rows)
+        return sum(kernel(f, o, it, wt, c0, c1) for o, it, wt in work)
+
+    workers = 1 if size < PARALLEL_MIN_ELEMENTS else min(_numpy_backend.thread_count(), count)
+    if workers == 1:
+        return sum(slab(i) for i in range(count))
+    # Dynamic hand-out: each worker takes the next slab index until none is left.
+    lock = threading.Lock()
+    following = iter(range(count))
+
+    def worker() -> int:
+        bad = 0
+        while True:
+            with lock:
+                i = next(following, None)
+            if i is None:
+                return bad
+            bad += slab(i)
+
+    pool = _numpy_backend._pool(workers - 1)
+    futures = [pool.submit(worker) for _ in range(workers - 1)]
+    bad = 0
+    try:
+        bad = worker()
+    finally:
+        for fut in futures:
+            bad += fut.result()
+    return bad

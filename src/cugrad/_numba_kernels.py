@@ -1,0 +1,294 @@
+"""The numba kernels of the compiled CPU engine (imported on first use only; see ``_numba_backend``).
+
+One kernel, :func:`axis_slab`, writes the derivative along one axis for the rows ``[c0, c1)`` of
+the slab dim, reading each input value where it lies (no copy, no full-size temporary). Arrays
+arrive as flat 1-D views of their memory plus element strides in a table, so one compiled
+signature serves every layout (C, Fortran, views, negative strides) and every rank up to four:
+the signatures are (input dtype, output dtype), nothing else.
+
+Exactness. The kernels evaluate :class:`cugrad._plan.Region` formulas in the documented order,
+with every conversion written out: the data dtype ``D`` is the output's dtype (float32/float64
+data; float64 for integers, converted on load as numpy converts them), the compute dtype ``C``
+(float32 or float64) is chosen per region. ``"diff"``: a ``D`` difference, converted to ``C``, one
+``C`` division. ``"comb"``: ``C`` products and left-to-right ``C`` sums. ``"dsum"``: ``D``
+differences, ``C`` products and left-to-right sums. The last operation's result is rounded once
+into the output. No ``fastmath``: LLVM then neither reassociates nor contracts ``a*b + c`` into a
+fused multiply-add, so every operation rounds as numpy's ufunc loops do. ``error_model="numpy"``:
+division by zero gives IEEE infinities and NaNs, as in numpy, instead of raising.
+
+Floating-point events (division by zero, overflow, invalid) are not reported by compiled code: the
+kernel returns how many non-finite values it wrote, so that the caller can recompute with the NumPy
+backend (which reports them as numpy does) when the caller's ``np.errstate`` asks for reports.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, types
+from numba.extending import overload
+
+DIFF, COMB, DSUM = 0, 1, 2
+
+# The int64 table of one axis (built by ``_numba_backend``): a header, then one record per region.
+# Header: [0:4] shape, [4:8] input element strides, [8] input base index, [9:13] output element
+# strides, [13] output base index, [14] differentiated dim, [15] slab dim, [16] region count.
+HEADER = 17
+# Record: start, stop, kind, compute bits (32 or 64), wrap, terms, per-row weights, weight base,
+# lowest offset, highest offset, then the offsets (two per term for "diff"/"dsum", one for "comb").
+MAX_OFFSETS = 16
+RECORD = 10 + MAX_OFFSETS
+
+
+def as_type_of(value, like):  # pragma: no cover - compiled code uses the overload below
+    """``value`` converted (rounded to nearest) to the dtype of the array ``like``."""
+    return like.dtype.type(value)
+
+
+@overload(as_type_of, inline="always")
+def _as_type_of(value, like):
+    if like.dtype == types.float32:
+        return lambda value, like: np.float32(value)
+    return lambda value, like: np.float64(value)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _gather(kind, t, f, src, shift, fstep, o, count, val):
+    """Term ``t``'s data-dtype values (``"comb"``) or differences into ``val[:count]``."""
+    # Contiguous reads go through slices: indexing ``f[p + j]`` makes numba test each index for
+    # a negative value (wraparound), which keeps LLVM from vectorising the loop well.
+    if kind == COMB:
+        p = src[t] + shift
+        if fstep == 1:
+            fp = f[p:p + count]
+            for j in range(count):
+                val[j] = as_type_of(fp[j], o)
+        else:
+            for j in range(count):
+                val[j] = as_type_of(f[p + j * fstep], o)
+    else:
+        p = src[2 * t] + shift
+        q = src[2 * t + 1] + shift
+        if fstep == 1:
+            fp = f[p:p + count]
+            fq = f[q:q + count]
+            for j in range(count):
+                val[j] = as_type_of(fp[j], o) - as_type_of(fq[j], o)
+        else:
+            for j in range(count):
+                val[j] = as_type_of(f[p + j * fstep], o) - as_type_of(f[q + j * fstep], o)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _plane(kind, nterm, f, src, fstep, fline, wt, wsrc, wstep, o, ob, ostep, oline, count,
+           nlines, acc, val):
+    """``nlines`` lines of ``count`` outputs of one region, computed in ``acc``'s dtype.
+
+    Output ``j`` of line ``l`` is ``o[ob + l*oline + j*ostep]``. Term ``t`` reads
+    ``f[src[t] + l*fline + j*fstep]`` ("comb") or the pair at ``src[2t]`` and ``src[2t+1]``
+    ("diff", "dsum"), with weight ``wt[wsrc[t] + j*wstep]`` (``wstep`` is 0 or 1; every line of a
+    plane lies at the same rows of the differentiated dim). The contiguous uniform difference
+    (numpy's interior with scalar spacing, the commonest case) is one fused loop; every other
+    case goes term by term through the line buffers ``val`` (data dtype) and ``acc`` (running
+    sums), which stay in L1, in simple loops that LLVM vectorises (a fused or strided variant of
+    each would multiply numba's compile time). Returns the count of non-finite values written.
+    """
+    bad = 0
+    if kind == DIFF and fstep == 1 and ostep == 1 and wstep == 0:
+        w = as_type_of(wt[wsrc[0]], acc)
+        for line in range(nlines):
+            p = src[0] + line * fline
+            q = src[1] + line * fline
+            b = ob + line * oline
+            fp = f[p:p + count]
+            fq = f[q:q + count]
+            ol = o[b:b + count]
+            for j in range(count):
+                v = as_type_of(as_type_of(fp[j], o) - as_type_of(fq[j], o), acc) / w
+                ol[j] = v
+                bad += not (abs(v) < np.inf)
+        return bad
+    for line in range(nlines):
+        shift = line * fline
+        for t in range(nterm):
+            _gather(kind, t, f, src, shift, fstep, o, count, val)
+            w0 = wsrc[t]
+            wl = wt[w0:w0 + count]
+            if kind == DIFF:
+                if wstep == 0:
+                    w = as_type_of(wt[w0], acc)
+                    for j in range(count):
+                        acc[j] = as_type_of(val[j], acc) / w
+                else:
+                    for j in range(count):
+                        acc[j] = as_type_of(val[j], acc) / as_type_of(wl[j], acc)
+            elif t == 0:
+                if wstep == 0:
+                    w = as_type_of(wt[w0], acc)
+                    for j in range(count):
+                        acc[j] = w * as_type_of(val[j], acc)
+                else:
+                    for j in range(count):
+                        acc[j] = as_type_of(wl[j], acc) * as_type_of(val[j], acc)
+            else:
+                if wstep == 0:
+                    w = as_type_of(wt[w0], acc)
+                    for j in range(count):
+                        acc[j] = acc[j] + w * as_type_of(val[j], acc)
+                else:
+                    for j in range(count):
+                        acc[j] = acc[j] + as_type_of(wl[j], acc) * as_type_of(val[j], acc)
+        # The one rounding into the output dtype.
+        b = ob + line * oline
+        if ostep == 1:
+            ol = o[b:b + count]
+            for j in range(count):
+                v = acc[j]
+                ol[j] = v
+                bad += not (abs(v) < np.inf)
+        else:
+            for j in range(count):
+                v = acc[j]
+                o[b + j * ostep] = v
+                bad += not (abs(v) < np.inf)
+    return bad
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _region_plane(it, r, f, fbase, fstep, fline, fk, n, row, wrap_rows, wt, wstep, o, ob, ostep,
+                  oline, count, nlines, src, wsrc, acc32, acc64, val):
+    """Region ``r`` over a plane whose first output lies at ``row`` of the differentiated dim.
+
+    Input row ``row + offset`` of the first line is at ``fbase + (row + offset) * fk`` (its row
+    taken modulo ``n`` when ``wrap_rows``).
+    """
+    rec = HEADER + RECORD * r
+    kind = it[rec + 2]
+    nterm = it[rec + 5]
+    nsrc = nterm if kind == COMB else 2 * nterm
+    for s in range(nsrc):
+        j = row + it[rec + 10 + s]
+        if wrap_rows:
+            j %= n
+        src[s] = fbase + j * fk
+    wb = it[rec + 7]
+    if it[rec + 6]:
+        rows = it[rec + 1] - it[rec]
+        for t in range(nterm):
+            wsrc[t] = wb + t * rows + (row - it[rec])
+        ws = wstep
+    else:
+        for t in range(nterm):
+            wsrc[t] = wb + t
+        ws = 0
+    return _plane_in(it[rec + 3], kind, nterm, f, src, fstep, fline, wt, wsrc, ws, o, ob, ostep,
+                     oline, count, nlines, acc32, acc64, val)
+
+
+def _plane_in(bits, kind, nterm, f, src, fstep, fline, wt, wsrc, ws, o, ob, ostep, oline, count,
+              nlines, acc32, acc64, val):  # pragma: no cover - compiled code uses the overload
+    """:func:`_plane` computed in float32 (``bits == 32``) or float64."""
+
+
+@overload(_plane_in)
+def _plane_in_impl(bits, kind, nterm, f, src, fstep, fline, wt, wsrc, ws, o, ob, ostep, oline,
+                   count, nlines, acc32, acc64, val):
+    if o.dtype == types.float64:
+        # float64 data never computes in float32 (NEP 50 promotes): compile one variant only.
+        def impl(bits, kind, nterm, f, src, fstep, fline, wt, wsrc, ws, o, ob, ostep, oline,
+                 count, nlines, acc32, acc64, val):
+            return _plane(kind, nterm, f, src, fstep, fline, wt, wsrc, ws, o, ob, ostep, oline,
+                          count, nlines, acc64, val)
+        return impl
+
+    def impl(bits, kind, nterm, f, src, fstep, fline, wt, wsrc, ws, o, ob, ostep, oline, count,
+             nlines, acc32, acc64, val):
+        if bits == 32:
+            return _plane(kind, nterm, f, src, fstep, fline, wt, wsrc, ws, o, ob, ostep, oline,
+                          count, nlines, acc32, val)
+        return _plane(kind, nterm, f, src, fstep, fline, wt, wsrc, ws, o, ob, ostep, oline,
+                      count, nlines, acc64, val)
+    return impl
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def axis_slab(f, o, it, wt, c0, c1):
+    """The derivative along one axis for the rows ``[c0, c1)`` of the slab dim.
+
+    ``f`` and ``o`` are flat views of the input's and the output's memory; ``it`` the axis table
+    (see ``HEADER``/``RECORD``), ``wt`` its weights (float64 values of the compute dtypes). Dim 3
+    is the line (the innermost loop); a plane is every line along dim ``L`` (2, or 1 when dim 2
+    is differentiated), so one call of the inner code covers many lines. Returns the count of
+    non-finite values written.
+    """
+    lo = np.zeros(4, np.int64)
+    hi = np.empty(4, np.int64)
+    fs = np.empty(4, np.int64)
+    os_ = np.empty(4, np.int64)
+    for d in range(4):
+        hi[d] = it[d]
+        fs[d] = it[4 + d]
+        os_[d] = it[9 + d]
+    s = it[15]
+    lo[s] = c0
+    hi[s] = c1
+    k = it[14]
+    nreg = it[16]
+    n = it[k]
+    fk = fs[k]
+    dl = 1 if k == 2 else 2
+    da = 0
+    db = 2 if dl == 1 else 1
+    nlines = hi[dl] - lo[dl]
+    count3 = hi[3] - lo[3]
+    src = np.empty(MAX_OFFSETS, np.int64)
+    wsrc = np.empty(MAX_OFFSETS, np.int64)
+    width = max(count3, 1)
+    acc32 = np.empty(width, np.float32)
+    acc64 = np.empty(width, np.float64)
+    val = np.empty(width, o.dtype)
+    bad = 0
+    if nlines <= 0 or count3 <= 0:
+        return bad
+    for ia in range(lo[da], hi[da]):
+        for ib in range(lo[db], hi[db]):
+            fb = it[8] + ia * fs[da] + ib * fs[db] + lo[dl] * fs[dl]
+            ob = it[13] + ia * os_[da] + ib * os_[db] + lo[dl] * os_[dl]
+            if k < 3:
+                # The differentiated dim is an outer loop: one region for the whole plane.
+                row = ia if k == da else ib
+                r = 0
+                while not (it[HEADER + RECORD * r] <= row < it[HEADER + RECORD * r + 1]):
+                    r += 1
+                wrap = it[HEADER + RECORD * r + 4] != 0
+                bad += _region_plane(it, r, f, fb - row * fk + lo[3] * fs[3], fs[3], fs[dl], fk,
+                                     n, row, wrap, wt, 0, o, ob + lo[3] * os_[3], os_[3], os_[dl],
+                                     count3, nlines, src, wsrc, acc32, acc64, val)
+                continue
+            # The differentiated dim is the line: each region covers part of it. Rows whose reads
+            # stay inside the axis go as one block; on a periodic axis the rows near the ends
+            # wrap, one column at a time. One call site keeps numba's compile time down.
+            r = -1
+            a = b = d0 = d1 = i = 0
+            while True:
+                if r < 0 or i >= b:
+                    r += 1
+                    if r >= nreg:
+                        break
+                    rec = HEADER + RECORD * r
+                    a = max(it[rec], lo[3])
+                    b = min(it[rec + 1], hi[3])
+                    if b <= a:
+                        i = b
+                        continue
+                    d0 = min(max(a, -it[rec + 8]), b)
+                    d1 = max(min(b, n - it[rec + 9]), d0)
+                    i = a
+                if i < d0 or i >= d1:
+                    wrap, cnt = True, 1
+                else:
+                    wrap, cnt = False, d1 - d0
+                bad += _region_plane(it, r, f, fb, fk, fs[dl], fk, n, i, wrap, wt, 1, o,
+                                     ob + i * os_[3], os_[3], os_[dl], cnt, nlines, src, wsrc,
+                                     acc32, acc64, val)
+                i += cnt
+    return bad
