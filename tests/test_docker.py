@@ -233,12 +233,13 @@ def steps_run(job: dict) -> list[str]:
     return [step["run"] for step in job["steps"] if "run" in step]
 
 
-def test_cpu_workflow_runs_ci_script_on_two_pythons() -> None:
+def test_cpu_workflow_runs_ci_script_on_every_supported_python() -> None:
     wf = workflow("cpu.yml")
     assert {"push", "pull_request"} <= set(wf["on"])
     (job,) = wf["jobs"].values()
     assert job["runs-on"] == "ubuntu-latest"
-    assert [str(v) for v in job["strategy"]["matrix"]["python-version"]] == ["3.10", "3.12"]
+    assert [str(v) for v in job["strategy"]["matrix"]["python-version"]] == [
+        "3.10", "3.11", "3.12", "3.13"]
     assert "bash .ci/run" in steps_run(job)
 
 
