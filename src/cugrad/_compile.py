@@ -414,9 +414,26 @@ def _parse_archs(text: str) -> list[str]:
         raise argparse.ArgumentTypeError("give architectures such as 75,80,90, or 'supported'")
     for a in archs:
         digits = a.lower().removeprefix("sm_").removeprefix("compute_")
-        if not digits.isdigit():
+        if not digits.isdigit() or not 2 <= len(digits) <= 3:
             raise argparse.ArgumentTypeError(f"not an architecture: {a!r} (use e.g. 80 or sm_80)")
     return archs
+
+
+def _unsupported_archs(archs: list[str]) -> str | None:
+    """Why this NVRTC cannot compile for ``archs`` (asked before any work), or None."""
+    if archs == [SUPPORTED]:
+        return None
+    supported = NVRTC().supported_archs()
+    unknown = [
+        a for a in archs
+        if int(a.lower().removeprefix("sm_").removeprefix("compute_")) not in supported
+    ]  # fmt: skip
+    if not unknown:
+        return None
+    return (
+        f"--arch: NVRTC cannot compile for {', '.join(unknown)}; it supports "
+        f"{', '.join(str(n) for n in supported)} (--arch supported means all of them)"
+    )
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -437,11 +454,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``cugrad compile``; 0 when every kernel compiled."""
+    """Run ``cugrad compile``; 0 when every kernel compiled, 1 if one did not, 2 for a bad --arch."""
     try:
+        problem = _unsupported_archs(args.arch) if args.arch is not None else None
+        if problem:  # at once, not after compiling for the architectures that do exist
+            print(f"cugrad: error: {problem}", file=sys.stderr)
+            return 2
         report = compile_kernels(args.arch)
     except (NVRTCError, RuntimeError, ImportError) as exc:
-        print(f"cugrad compile: FAILED: {exc}", file=sys.stderr)
+        # One line, as every cugrad error; NVRTC's first log line names the problem.
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        lines = lines or [type(exc).__name__]
+        more = f" (and {len(lines) - 1} more lines of NVRTC's log)" if len(lines) > 1 else ""
+        print(f"cugrad: error: {lines[0]}{more}", file=sys.stderr)
         return 1
     if not getattr(args, "quiet", False):
         for name in report.variants:
