@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import xarray as xr
 
-from cugrad import _xarray_core
+from cugrad import _xarray_core, _xarray_operators
 
 __all__ = ["CugradDataArrayAccessor", "CugradDatasetAccessor"]
 
@@ -196,9 +196,129 @@ class _Accessor:
 
 @xr.register_dataarray_accessor("cugrad")
 class CugradDataArrayAccessor(_Accessor):
-    """``DataArray.cugrad``: :meth:`differentiate` and :meth:`gradient` computed by cugrad."""
+    """``DataArray.cugrad``: :meth:`differentiate`, :meth:`gradient`, :meth:`gradient_magnitude`
+    and :meth:`laplacian` computed by cugrad."""
+
+    def gradient_magnitude(
+        self,
+        dims: Hashable | Sequence[Hashable] | None = None,
+        edge_order: Literal[1, 2] = 1,
+        datetime_unit: str | None = None,
+        *,
+        accuracy: int = 2,
+        boundary: Boundary | Mapping[Hashable, Boundary] = "edge",
+        period: float | Mapping[Hashable, float] | None = None,
+    ) -> xr.DataArray:
+        """``sqrt((d0*d0 + d1*d1) + ...)`` of the partials along ``dims``, in one pass.
+
+        ``d_k`` is ``differentiate(dims[k])``: the result equals that composition bit for bit (see
+        :func:`cugrad.gradient_magnitude`). Names, ``boundary`` and ``period`` (one value, or a
+        mapping by name) as in :meth:`gradient`. Dims, coordinates and name of the input, no
+        attributes.
+
+        Examples
+        --------
+        >>> import numpy as np, xarray as xr
+        >>> import cugrad.xarray
+        >>> da = xr.DataArray(np.array([[0.0, 3.0, 6.0], [4.0, 7.0, 10.0]]), dims=["y", "x"])
+        >>> da.cugrad.gradient_magnitude().values
+        array([[5., 5., 5.],
+               [5., 5., 5.]])
+        """
+        return _xarray_operators.magnitude_or_laplacian(
+            self._obj, "magnitude", dims, edge_order, datetime_unit, accuracy, boundary, period
+        )
+
+    def laplacian(
+        self,
+        dims: Hashable | Sequence[Hashable] | None = None,
+        datetime_unit: str | None = None,
+        *,
+        accuracy: int = 2,
+        boundary: Boundary | Mapping[Hashable, Boundary] = "edge",
+        period: float | Mapping[Hashable, float] | None = None,
+    ) -> xr.DataArray:
+        """The sum of second derivatives along ``dims`` (:func:`cugrad.laplacian`), by name.
+
+        Examples
+        --------
+        >>> import numpy as np, xarray as xr
+        >>> import cugrad.xarray
+        >>> x = np.arange(5.0)
+        >>> xr.DataArray(x**3, dims="x", coords={"x": x}).cugrad.laplacian().values
+        array([ 0.,  6., 12., 18., 24.])
+        """
+        return _xarray_operators.magnitude_or_laplacian(
+            self._obj, "laplacian", dims, 1, datetime_unit, accuracy, boundary, period
+        )
 
 
 @xr.register_dataset_accessor("cugrad")
 class CugradDatasetAccessor(_Accessor):
-    """``Dataset.cugrad``: :meth:`differentiate` and :meth:`gradient` computed by cugrad."""
+    """``Dataset.cugrad``: :meth:`differentiate`, :meth:`gradient`, :meth:`divergence` and
+    :meth:`curl` computed by cugrad."""
+
+    def divergence(
+        self,
+        components: Mapping[Hashable, Hashable],
+        edge_order: Literal[1, 2] = 1,
+        datetime_unit: str | None = None,
+        *,
+        accuracy: int = 2,
+        boundary: Boundary | Mapping[Hashable, Boundary] = "edge",
+        period: float | Mapping[Hashable, float] | None = None,
+    ) -> xr.DataArray:
+        """The divergence of the vector field whose components are Dataset variables.
+
+        ``components`` maps each coordinate (or dimension) to the variable of the component along
+        it, e.g. ``{"x": "u", "y": "v"}``; the result, a DataArray named ``"divergence"``, equals
+        ``ds.u.differentiate("x") + ds.v.differentiate("y")`` bit for bit.
+
+        Examples
+        --------
+        >>> import numpy as np, xarray as xr
+        >>> import cugrad.xarray
+        >>> y, x = np.mgrid[0:3, 0:4].astype(float)
+        >>> ds = xr.Dataset({"u": (("y", "x"), 3 * x), "v": (("y", "x"), 2 * y)})
+        >>> ds.cugrad.divergence({"x": "u", "y": "v"}).values
+        array([[5., 5., 5., 5.],
+               [5., 5., 5., 5.],
+               [5., 5., 5., 5.]])
+        """
+        return _xarray_operators.vector_operator(
+            self._obj, "divergence", components, edge_order, datetime_unit, accuracy, boundary,
+            period,
+        )
+
+    def curl(
+        self,
+        components: Mapping[Hashable, Hashable],
+        edge_order: Literal[1, 2] = 1,
+        datetime_unit: str | None = None,
+        *,
+        accuracy: int = 2,
+        boundary: Boundary | Mapping[Hashable, Boundary] = "edge",
+        period: float | Mapping[Hashable, float] | None = None,
+    ) -> xr.DataArray | xr.Dataset:
+        """The curl of a 2-D or 3-D vector field of Dataset variables (:func:`cugrad.curl`).
+
+        ``components`` maps the coordinates ``a, b`` (or ``a, b, c``) to the variables of the
+        components along them. Two: a DataArray named ``"curl"``, ``dFb/da - dFa/db`` (with
+        ``{"x": "u", "y": "v"}`` the vorticity ``dv/dx - du/dy``). Three: a Dataset of
+        ``curl_a``, ``curl_b``, ``curl_c`` (``dFc/db - dFb/dc``, ...), right-handed for
+        ``{"x": .., "y": .., "z": ..}``.
+
+        Examples
+        --------
+        >>> import numpy as np, xarray as xr
+        >>> import cugrad.xarray
+        >>> y, x = np.mgrid[0:3, 0:4].astype(float)
+        >>> ds = xr.Dataset({"u": (("y", "x"), -y), "v": (("y", "x"), x)})
+        >>> ds.cugrad.curl({"x": "u", "y": "v"}).values
+        array([[2., 2., 2., 2.],
+               [2., 2., 2., 2.],
+               [2., 2., 2., 2.]])
+        """
+        return _xarray_operators.vector_operator(
+            self._obj, "curl", components, edge_order, datetime_unit, accuracy, boundary, period
+        )
