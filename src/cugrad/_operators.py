@@ -416,21 +416,35 @@ def _run_device(kind, sources, varargs, axis, edge_order, options, out, stack, n
 
 
 def _run_torch(kind, sources, varargs, axis, edge_order, options, out, stack, name) -> Any:
-    """CPU tensors computed with NumPy on shared memory; CUDA tensors through CuPy (DLPack)."""
+    """CPU tensors computed with NumPy on shared memory; CUDA tensors through CuPy (DLPack, on
+    torch's current stream; not run on a GPU yet)."""
     import torch
 
     if any(t.requires_grad for t in sources) and torch.is_grad_enabled():
         raise RuntimeError("cugrad is not differentiable: call it under torch.no_grad() or on "
                            "detached tensors")
-    if sources[0].device.type != "cpu":
-        raise TypeError(
-            f"{kind} of CUDA tensors is not available yet; convert with cupy.from_dlpack(t) and "
-            "call it on CuPy arrays, or use CPU tensors"
-        )
-    arrays = [t.numpy() for t in sources]
     if out is not None:
         raise TypeError("out= is not supported for torch tensors by the derived operators")
-    result = _run(kind, arrays, varargs, axis, edge_order, options, None, stack, name)
+    device = sources[0].device
+    if any(t.device != device for t in sources):
+        raise ValueError("the components are on different devices: move them to one device")
+    if device.type == "cpu":
+        arrays, wrap = [t.numpy() for t in sources], torch.from_numpy
+        result = _run(kind, arrays, varargs, axis, edge_order, options, None, stack, name)
+    elif device.type == "cuda":
+        import cupy
+
+        from cugrad._interop import cupy_stream_of
+
+        _backend.require_gpu()
+        wrap = torch.from_dlpack
+        # torch's current stream, as for cugrad.gradient: ordered after what torch queued before.
+        with cupy.cuda.Device(device.index), cupy_stream_of(cupy, torch.cuda.current_stream(device)):
+            arrays = [cupy.from_dlpack(t.detach()) for t in sources]
+            result = _run(kind, arrays, varargs, axis, edge_order, options, None, stack, name)
+    else:
+        raise TypeError(f"cugrad computes torch tensors on the CPU or on CUDA devices, not on "
+                        f"{device}")
     if isinstance(result, tuple):
-        return tuple(torch.from_numpy(r) for r in result)
-    return torch.from_numpy(result)
+        return tuple(wrap(r) for r in result)
+    return wrap(result)
