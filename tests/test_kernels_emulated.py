@@ -1081,3 +1081,25 @@ def test_fast_lowering_of_regions():
     odd = dataclasses.replace(ap.regions[0], offsets=(2, 0, -1, 0, 1, 0, -2, 0))
     assert cb.lower_fast_axis(dataclasses.replace(ap, regions=(odd, *ap.regions[1:])),
                               plan.data_dtype) is None
+
+
+@pytest.mark.emulated
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int8], ids=lambda d: np.dtype(d).name)
+def test_regions_with_two_plane_axes_and_mixed_boundaries(emu, dtype):
+    """Two plane axes, y and x in one launch; periodic and one-sided axes side by side; a stacked
+    output; and a six-dimensional array that needs two launches."""
+    shape = (9, 9, 10, 12)
+    f = data(shape, dtype, "4d-regions")
+    x = coords(10, "4d-regions")
+    options = dict(accuracy=6, boundary=("periodic", "edge", "periodic", "edge"),
+                   period=[None, None, float(x[-1] - x[0]) + 0.5, None])
+    result, launches, general = gradient(emu, f, 0.5, np.float32(0.25), x, 2.0, stack=True,
+                                         **options)
+    # float32 data computes axis 2 (float64 coordinates) in float64: a launch per compute dtype
+    assert len(launches) == (2 if dtype == np.float32 else 1) and not general
+    assert launches[0].geometry.plane_axes == [0, 1]
+    assert_same(result, numpy_backend_result(f, 0.5, np.float32(0.25), x, 2.0, **options))
+    f6 = data((9, 9, 9, 2, 9, 10), dtype, "6d-regions")
+    result, launches, general = gradient(emu, f6, axis=(0, 1, 2, 4, 5), accuracy=8)
+    assert len(launches) == 2 and not general  # three plane axes: more than one launch takes
+    assert_same(result, numpy_backend_result(f6, axis=(0, 1, 2, 4, 5), accuracy=8))
