@@ -1082,6 +1082,41 @@ def test_info_with_cupy_installed(capsys, monkeypatch, available) -> None:
         assert "cudaErrorNoDevice" in out
 
 
+# --- compile ----------------------------------------------------------------------------------
+
+
+class _FakeNVRTC:
+    def supported_archs(self) -> list[int]:
+        return [70, 75, 80, 86, 89, 90]
+
+
+@pytest.mark.parametrize("arch", ["80,9000", "80,990", "sm_80,compute_12", "80,volta"])
+def test_compile_rejects_an_unknown_architecture_at_once(capsys, monkeypatch, arch) -> None:
+    from cugrad import _compile
+
+    monkeypatch.setattr(_compile, "NVRTC", _FakeNVRTC)
+    monkeypatch.setattr(_compile, "compile_kernels", _fail_if_called)
+    code, out, err = run_cli(capsys, "compile", "--arch", arch)
+    assert code == 2
+    assert out == ""
+    assert_one_error_line(err)
+    assert "--arch" in err
+
+
+def test_compile_failure_is_one_error_line(capsys, monkeypatch) -> None:
+    from cugrad import _compile
+
+    def broken(archs):
+        raise _compile.NVRTCError("fast kernels for sm_80: error: boom\nline 2\n\nline 3")
+
+    monkeypatch.setattr(_compile, "NVRTC", _FakeNVRTC)
+    monkeypatch.setattr(_compile, "compile_kernels", broken)
+    code, out, err = run_cli(capsys, "compile", "--arch", "80")
+    assert code == 1
+    assert_one_error_line(err)
+    assert "fast kernels for sm_80: error: boom" in err and "2 more lines" in err
+
+
 # --- selftest ---------------------------------------------------------------------------------
 
 
