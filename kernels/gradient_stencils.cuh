@@ -382,8 +382,8 @@ struct cg_convert<cg_complex<double>, cg_complex<float> > {
 #define CG_KIND_DIFF 0
 #define CG_KIND_COMB 1
 #define CG_KIND_DSUM 2
-#define CG_MAX_TERMS 8     // terms of a comb, pairs of a dsum
-#define CG_MAX_OFFSETS 16  // offsets of one stencil
+#define CG_MAX_TERMS 10    // terms of a comb, pairs of a dsum (9: second-derivative edges, accuracy 8)
+#define CG_MAX_OFFSETS 20  // offsets of one stencil
 
 // (fp - fq) / d: the difference in the data kind, the quotient in the compute kind.
 template <class KD, class KC>

@@ -1103,3 +1103,45 @@ def test_regions_with_two_plane_axes_and_mixed_boundaries(emu, dtype):
     result, launches, general = gradient(emu, f6, axis=(0, 1, 2, 4, 5), accuracy=8)
     assert len(launches) == 2 and not general  # three plane axes: more than one launch takes
     assert_same(result, numpy_backend_result(f6, axis=(0, 1, 2, 4, 5), accuracy=8))
+
+
+def second_derivative_plan(f: np.ndarray, accuracy: int, boundary: str,
+                           x: np.ndarray | None = None) -> _plan.GradientPlan:
+    """A plan of second derivatives along every axis, as the Laplacian's terms build them."""
+    from cugrad import _stencils
+
+    plan = make_plan(f, (), None, 1)
+    axis_plans = []
+    for ax, n in enumerate(f.shape):
+        period = None
+        if x is not None and boundary == "periodic":
+            period = float(x[-1] - x[0]) + 0.5
+        option = _stencils.AxisOption(accuracy, boundary, period, False)
+        spacing = np.diff(x) if x is not None else 0.5
+        axis_plans.append(_stencils.extended_axis_plan(ax, n, spacing, x, option,
+                                                       plan.data_dtype, plan.out_dtype, deriv=2))
+    return dataclasses.replace(plan, axis_plans=tuple(axis_plans))
+
+
+@pytest.mark.emulated
+@pytest.mark.parametrize("boundary", ["edge", "periodic"])
+@pytest.mark.parametrize("accuracy", ACCURACIES)
+@pytest.mark.parametrize("coordinates", [False, True])
+@pytest.mark.parametrize("layout", ["C", "F"])
+def test_second_derivative_regions(emu, accuracy, boundary, coordinates, layout):
+    """The Laplacian's terms: one-sided rows of p+2 points (9 pairs reaching 9 rows at accuracy 8)
+    on both paths, bit for bit the NumPy backend's."""
+    from cugrad import _numpy_backend
+
+    f = data((11, 12, 13), np.float64, "d2", accuracy, boundary)
+    f = np.asfortranarray(f) if layout == "F" else f
+    x = coords(11, "d2") if coordinates else None
+    if coordinates:  # a cube, with the same coordinates along every axis
+        f = f[:, :11, :11].copy(order=layout)
+    plan = second_derivative_plan(f, accuracy, boundary, x)
+    outs = [np.full(f.shape, np.nan) for _ in plan.axes]
+    launches, general = emulate(emu, plan, f, outs)
+    assert bool(launches) == (layout == "C")
+    expected = [np.full(f.shape, np.nan) for _ in plan.axes]
+    _numpy_backend.execute(plan, f, expected)
+    assert_same(tuple(outs), tuple(expected))

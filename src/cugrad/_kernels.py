@@ -39,8 +39,8 @@ COMPILE_OPTIONS: tuple[str, ...] = ("--std=c++17", "--fmad=false")
 FAST_MAX_PLANE_AXES = 2
 FAST_RMAX = 4  # reach of a fast-path body stencil
 FAST_MAX_EDGE = 8  # non-body rows per side on the fast path
-MAX_TERMS = 8
-MAX_OFFSETS = 16
+MAX_TERMS = 10  # 9 pairs: one-sided second derivatives at accuracy 8 (the Laplacian)
+MAX_OFFSETS = 20
 KIND_CODES = {"diff": 0, "comb": 1, "dsum": 2}
 FORM_DIFF, FORM_COMB3, FORM_DSYM, FORM_DCOORD = 0, 1, 2, 3
 GENERAL_MAX_SLOTS = 3  # compute dtypes of one axis's regions on the general path
