@@ -161,7 +161,8 @@ def test_python_mirrors_of_kernel_constants():
                         ("CG_FAST_MAX_PLANE_AXES", _kernels.FAST_MAX_PLANE_AXES),
                         ("CG_FAST_RMAX", _kernels.FAST_RMAX),
                         ("CG_FAST_MAX_EDGE", _kernels.FAST_MAX_EDGE),
-                        ("CG_FORM_DIFF", _kernels.FORM_DIFF), ("CG_FORM_COMB3", _kernels.FORM_COMB3),
+                        ("CG_FORM_DIFF", _kernels.FORM_DIFF),
+                        ("CG_FORM_COMB3", _kernels.FORM_COMB3),
                         ("CG_FORM_DSYM", _kernels.FORM_DSYM),
                         ("CG_FORM_DCOORD", _kernels.FORM_DCOORD)):
         assert re.search(rf"#define {name} {value}\b", source), name
@@ -852,7 +853,8 @@ def test_fast_tuning_is_a_frozen_dataclass_with_the_defaults():
     assert v.name == "cugrad_gradient_fast_f32_calcf64_v4_i32_r3_m1_b64"
     code = _kernels.fast_module_code(TUNED)
     assert code != _kernels.fast_module_code()  # CuPy's cache key differs per tuning
-    for line in ("#define CG_FAST_ROWS 3", "#define CG_FAST_MIN_BLOCKS 1", "#define CG_FAST_BLOCK 64"):
+    for line in ("#define CG_FAST_ROWS 3", "#define CG_FAST_MIN_BLOCKS 1",
+                 "#define CG_FAST_BLOCK 64"):
         assert line in code and code.index(line) < code.index("cugrad_gradient_fast")
 
 
@@ -1145,3 +1147,17 @@ def test_second_derivative_regions(emu, accuracy, boundary, coordinates, layout)
     expected = [np.full(f.shape, np.nan) for _ in plan.axes]
     _numpy_backend.execute(plan, f, expected)
     assert_same(tuple(outs), tuple(expected))
+
+
+@pytest.mark.emulated
+def test_warm_up_operands_are_a_valid_launch(emu):
+    """cugrad compile's warm-up launches (general_dummy_tables) read only inside their operands."""
+    for variant in _kernels.representative_general_variants():
+        if variant not in GENERAL_VARIANTS:
+            continue
+        for ndim in (1, 2, 3):
+            f = np.ones((3,) * ndim, variant.in_dtype)
+            out = np.full((3,) * ndim, np.nan, variant.out_dtype)
+            args = (cb._bits(f), *cb.general_dummy_tables(variant, np), 3, 1, 3, 0, 3, 0)
+            emu.run_general(variant, args, cb._bits(out))
+            assert (out == 0).all(), variant.name  # weight 0 times the data

@@ -221,8 +221,10 @@ def split_axes(shape: tuple[int, ...], axes: list[int]) -> list[list[int]]:
 
 
 def chunk_start(g: int, W: int, phase: int, xlo: int, vec: int) -> int:
-    """First column of row ``g`` at or after ``xlo`` where a V-aligned chunk starts (the kernel's
-    ``cg_fast_chunk_start``)."""
+    """Return the first column of row ``g`` at or after ``xlo`` where a V-aligned chunk starts.
+
+    The kernel's ``cg_fast_chunk_start``, for the tests and the item counts.
+    """
     mis = (phase + g * W + xlo) % vec
     return xlo + (0 if mis == 0 else vec - mis)
 
@@ -247,8 +249,11 @@ class FastWork:
 
 def fast_work(geom: FastGeometry, vec: int, phase: int, xlo: int, xhi: int,
               rows_per_thread: int) -> FastWork:
-    """Vector tiles over the V-aligned chunks of x's body columns ``[xlo, xhi)``; scalar items for
-    the rest of every row (x's edge columns, the unaligned head and tail of a row)."""
+    """Count the work items of a launch.
+
+    Vector tiles cover the V-aligned chunks of x's body columns ``[xlo, xhi)``; one-element items
+    the rest of every row (x's edge columns, the unaligned head and tail of a row).
+    """
     W, rows = geom.W, geom.H * geom.P
     nxc = max(0, (xhi - xlo) // vec)
     nyt = -(-geom.H // rows_per_thread)
@@ -635,8 +640,11 @@ def general_tables(ap: AxisPlan, xp: Any) -> tuple[Any, ...]:
 
 def general_dummy_tables(variant: _kernels.GeneralVariant, xp: Any,
                          length: int = 3) -> tuple[Any, ...]:
-    """Valid region operands for a warm-up launch of ``variant`` (``cugrad compile`` fills CuPy's
-    cache with it): one comb region of weight 0 over every row of an axis of ``length``."""
+    """Return valid region operands for a warm-up launch of ``variant``.
+
+    ``cugrad compile`` fills CuPy's cache with such launches: one comb region of weight 0 over
+    every row of an axis of ``length``.
+    """
     regs = np.zeros(2 + GREC_SIZE, np.int64)
     regs[0] = 1
     regs[2:2 + len(GREC_FIELDS)] = (0, length, KIND_CODES["comb"], 1, 0, 0, 0, 0)

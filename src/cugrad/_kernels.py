@@ -74,7 +74,8 @@ class FastTuning:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"FastTuning.{name} must be a positive int, got {value!r}")
         if self.block % 32 or self.block > 1024:
-            raise ValueError(f"FastTuning.block must be a multiple of 32 up to 1024, got {self.block}")
+            raise ValueError(
+                f"FastTuning.block must be a multiple of 32 up to 1024, got {self.block}")
         if self.block * self.min_blocks_per_sm > 2048:
             raise ValueError(
                 f"FastTuning: {self.min_blocks_per_sm} blocks of {self.block} threads exceed the "

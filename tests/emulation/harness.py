@@ -62,7 +62,8 @@ def _general_entry(v: _kernels.GeneralVariant) -> str:
     return (
         f'extern "C" void {v.name}(void* out, const long long* oshape, const long long* ostrides,\n'
         "        int ondim, void* f, const long long* fshape, const long long* fstrides,\n"
-        "        int fndim, const long long* regs, const void* w0, const void* w1, const void* w2,\n"
+        "        int fndim, const long long* regs, const void* w0, const void* w1,\n"
+        "        const void* w2,\n"
         "        const bool* flag, long long n, long long inner, long long orows, long long lo,\n"
         "        long long frows, long long fstart) {\n"
         f"    cg_emu_strided<{t_out}> o{{static_cast<{t_out}*>(out), oshape, ostrides, ondim}};\n"
