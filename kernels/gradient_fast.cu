@@ -21,6 +21,10 @@
 //   CG_FORM_DSYM   dsum (1, -1, 2, -2, .. m, -m)        uniform central rows, accuracy 2m
 //   CG_FORM_DCOORD dsum (-m, 0, .. -1, 0, 1, 0, .. m, 0) coordinate central rows, accuracy 2m
 //
+// Axes the lowering cannot express (device coordinates, whose weights and numpy's "evenly
+// spaced" flag live on the device; regions of several compute dtypes; bodies outside the forms)
+// go to the general path.
+//
 // Assumptions (checked by cugrad._cupy_backend before launching):
 //   * f and every output are C-contiguous with the same shape; outputs do not overlap f, and
 //     start at the same offset from V-element alignment as f (`phase`).

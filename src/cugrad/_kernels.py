@@ -6,8 +6,11 @@ would pull in, so concatenation keeps the cache honest when a header changes. Ev
 is cached per device behind one lock, so that concurrent first calls from several threads compile
 each kernel once and never race.
 
-Names spell every specialisation, as cupyx does (``..._f32_c64_eo2_v4_i64``): profiles and
-``cugrad compile`` listings read like sentences.
+Names spell every specialisation, as cupyx does
+(``cugrad_gradient_fast_f32_calcf64_v4_i32_r2_m2_b256``: input, compute dtype, access width, index
+width and the tuning knobs; ``cugrad_gradient_general_f16_df16_cf64_f16_of16``: input, data,
+compute dtypes of the regions, output): profiles and ``cugrad compile`` listings read like
+sentences.
 
 Nothing here imports CuPy at module level; the pure-Python parts (sources, names, variant lists)
 are what the NVRTC and emulation tests use on machines without a GPU.
