@@ -49,6 +49,10 @@ FORM_DIFF, FORM_COMB3, FORM_DSYM, FORM_DCOORD = 0, 1, 2, 3
 GENERAL_MAX_SLOTS = 3  # compute dtypes of one axis's regions on the general path
 
 
+# block * min_blocks_per_sm at most this: at least 64 registers per thread under the launch bound.
+MAX_RESIDENT_THREADS = 1024
+
+
 @dataclass(frozen=True)
 class FastTuning:
     """The compile-time knobs of the fast path (``#define`` lines in front of its source).
@@ -62,7 +66,8 @@ class FastTuning:
         Rows of a vector tile (``CG_FAST_ROWS``): independent loads in flight per thread.
     min_blocks_per_sm : int
         ``__launch_bounds__`` minimum of resident blocks per SM (``CG_FAST_MIN_BLOCKS``): caps the
-        registers per thread at ``65536 / (block * min_blocks_per_sm)``.
+        registers per thread at ``65536 / (block * min_blocks_per_sm)``, which must stay at 64 or
+        more (``block * min_blocks_per_sm <= 1024``) so that no variant spills.
     block : int
         Threads per block (``CG_FAST_BLOCK``), a multiple of 32 up to 1024.
     """
@@ -79,10 +84,14 @@ class FastTuning:
         if self.block % 32 or self.block > 1024:
             raise ValueError(
                 f"FastTuning.block must be a multiple of 32 up to 1024, got {self.block}")
-        if self.block * self.min_blocks_per_sm > 2048:
+        if self.block * self.min_blocks_per_sm > MAX_RESIDENT_THREADS:
+            # The register cap 65536 / (block * min_blocks) would fall below 64; the variants
+            # need 40-68 (ptxas, sm_80/sm_90), and at 32 they spill hundreds of bytes.
             raise ValueError(
-                f"FastTuning: {self.min_blocks_per_sm} blocks of {self.block} threads exceed the "
-                "2048 resident threads of an SM"
+                f"FastTuning: {self.min_blocks_per_sm} resident blocks of {self.block} threads cap "
+                f"the registers at {65536 // (self.block * self.min_blocks_per_sm)} per thread, "
+                f"which makes the fast path spill; keep block * min_blocks_per_sm <= "
+                f"{MAX_RESIDENT_THREADS}"
             )
 
     @property
