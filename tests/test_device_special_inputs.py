@@ -276,3 +276,44 @@ def test_a_cupy_older_than_14_2_is_refused_with_the_reason(stand_in, monkeypatch
     with pytest.raises(RuntimeError, match=r"older than 14\.2.*recompiles"):
         cugrad.gradient(dev(np.ones((4, 5))))
     assert not stand_in
+
+
+# ------------------------------------------------------------------------------------------------
+# The same complex-spacing calls through the real kernel sources (the C++ emulation of the CUDA
+# kernels from tests/test_kernels_emulated.py), instead of the NumPy backend
+# ------------------------------------------------------------------------------------------------
+
+try:
+    from test_kernels_emulated import emu, emulate  # noqa: F401 - emu is a fixture
+except ImportError as exc:  # the emulation's helpers moved: say so rather than fail to collect
+    _EMULATION_MISSING: str | None = f"the kernel emulation helpers are not importable: {exc}"
+else:
+    _EMULATION_MISSING = None
+
+
+@pytest.fixture
+def emulated_device(request, stand_in, monkeypatch):
+    if _EMULATION_MISSING:
+        pytest.skip(_EMULATION_MISSING)
+    emulator = request.getfixturevalue("emu")
+
+    def execute(plan, f, outs, tuning=None):
+        stand_in.append(plan)
+        emulate(emulator, plan, host(f), [host(o) for o in outs])
+
+    monkeypatch.setattr(_cupy_backend, "execute", execute)
+    return stand_in
+
+
+@pytest.mark.emulated
+@pytest.mark.parametrize("edge_order", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int64, np.uint8])
+@pytest.mark.parametrize("spacing", list(COMPLEX_SPACINGS))
+def test_complex_spacing_through_the_emulated_kernels(emulated_device, spacing, dtype,
+                                                      edge_order):
+    f = random_field((7, 6), dtype, "complex-spacing")
+    varargs = COMPLEX_SPACINGS[spacing]
+    expected, _ = numpy_with_warnings(f, *varargs, edge_order=edge_order)
+    result, warned = cugrad_on_device(f, *varargs, edge_order=edge_order)
+    assert_same(result, expected)
+    assert ComplexWarning in warned and emulated_device
