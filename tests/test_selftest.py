@@ -197,6 +197,10 @@ def test_the_device_modes_run_through_an_xp(fake_xp):
     assert len(report.results) == len(cases)
     assert not report.mismatches, report.mismatches[:5]
     assert _Stream.entered == sum(c.mode == "stream" for c in cases)
+    # both kernel paths are exercised, and the report says which case took which
+    assert {"fast", "general"} <= set(report.summary()["kernel_paths"])
+    assert next(r.path for r in report.results if r.case == "complex128-c-scalar-e1-plain") == (
+        "general")
     torch_cases = [c for c in st.parity_cases(device=True) if c.mode == "torch"]
     assert st.run_parity(torch_cases, fake_xp, torch=None).results == []  # no torch CUDA: left out
 
