@@ -342,12 +342,13 @@ def _run_delegated_on_device(f, varargs, axis, edge_order, out, stack, cupy):
     result, outs = _prepare_outputs(
         dataclasses.replace(whole, data_dtype=data_dtype, out_dtype=out_dtype), f, out, stack, cupy
     )
-    warnings.warn(
-        "Casting complex values to real discards the imaginary part (numpy.gradient computes with "
-        "the complex spacing and stores the real part into the real result)",
-        np.exceptions.ComplexWarning,
-        stacklevel=4,
-    )
+    if complex_positions:
+        warnings.warn(
+            "Casting complex values to real discards the imaginary part (numpy.gradient computes "
+            "with the complex spacing and stores the real part into the real result)",
+            np.exceptions.ComplexWarning,
+            stacklevel=4,
+        )
     count = len(whole.axes)
     if real_positions:
         real_axes = tuple(whole.axes[i] for i in real_positions)
