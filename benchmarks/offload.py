@@ -155,7 +155,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{t_numpy / t_offload:.2f}x")
     print(f"cugrad NumPy backend:      {t_cpu * 1e3:9.1f} ms -> offload speed-up "
           f"{t_cpu / t_offload:.2f}x")
-    print(f"auto threshold (CUGRAD_OFFLOAD_MIN_BYTES): {_offload.auto_threshold_bytes()} bytes")
+    threshold = _backend.offload_threshold_bytes()
+    print("auto threshold (CUGRAD_OFFLOAD_MIN_BYTES): "
+          + ("unset: backend='auto' keeps host arrays on the CPU" if threshold is None
+             else f"{threshold} bytes"))
     return 0
 
 

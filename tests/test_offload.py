@@ -193,20 +193,6 @@ def test_budget_resolution(monkeypatch):
         _offload.resolve_budget(0, lambda: 4000)
 
 
-def test_auto_threshold(monkeypatch):
-    monkeypatch.delattr(_backend, "offload_threshold_bytes", raising=False)
-    monkeypatch.delenv(_offload.THRESHOLD_ENV_VAR, raising=False)
-    assert _offload.auto_threshold_bytes() == _offload.DEFAULT_THRESHOLD_BYTES == 256 << 20
-    monkeypatch.setenv(_offload.THRESHOLD_ENV_VAR, "1024")
-    assert _offload.auto_threshold_bytes() == 1024
-    monkeypatch.setenv(_offload.THRESHOLD_ENV_VAR, "-3")
-    with pytest.raises(ValueError, match=_offload.THRESHOLD_ENV_VAR):
-        _offload.auto_threshold_bytes()
-    # The backend shim, when it has the answer, is the one answer.
-    monkeypatch.setattr(_backend, "offload_threshold_bytes", lambda: 42, raising=False)
-    assert _offload.auto_threshold_bytes() == 42
-
-
 def test_supports_refuses_long_double_only():
     f = np.ones((4, 3))
     assert _offload.supports(make_plan(f, (), None, 1), f)

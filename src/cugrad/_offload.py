@@ -41,13 +41,6 @@ from cugrad import _backend, _numpy_backend
 from cugrad._plan import AxisPlan, GradientPlan
 
 BUDGET_ENV_VAR = "CUGRAD_OFFLOAD_BUDGET_BYTES"
-THRESHOLD_ENV_VAR = "CUGRAD_OFFLOAD_MIN_BYTES"
-
-#: Host arrays of at least this many bytes are streamed through a usable GPU by ``backend="auto"``
-#: (``CUGRAD_OFFLOAD_MIN_BYTES`` overrides it). Below it, creating the CUDA context, compiling the
-#: kernels and the PCIe round trip cost more than the multithreaded NumPy backend needs.
-DEFAULT_THRESHOLD_BYTES = 256 << 20
-
 #: Device memory the offload may use for its buffers; None means ``CUGRAD_OFFLOAD_BUDGET_BYTES`` if
 #: set, else a quarter of the device's free memory at call time. Assign to change it for a process.
 budget_bytes: int | None = None
@@ -89,20 +82,6 @@ def _positive_int_env(name: str) -> int | None:
     if parsed < 0:
         raise ValueError(f"{name} must be a non-negative integer number of bytes, got {value!r}")
     return parsed
-
-
-def auto_threshold_bytes() -> int:
-    """Size in bytes from which ``backend="auto"`` streams host arrays through a usable GPU.
-
-    ``CUGRAD_OFFLOAD_MIN_BYTES`` if set, else :data:`DEFAULT_THRESHOLD_BYTES` (256 MiB). When
-    ``cugrad._backend`` provides ``offload_threshold_bytes()``, that is the one answer and this
-    function returns it, so both stay consistent.
-    """
-    shared = getattr(_backend, "offload_threshold_bytes", None)
-    if shared is not None:
-        return int(shared())
-    env = _positive_int_env(THRESHOLD_ENV_VAR)
-    return DEFAULT_THRESHOLD_BYTES if env is None else env
 
 
 def resolve_budget(explicit: int | None, free_device_bytes: Callable[[], int]) -> int:
