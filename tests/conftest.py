@@ -385,3 +385,44 @@ def _cugrad_own_path(monkeypatch: pytest.MonkeyPatch) -> None:
     with the threshold at 0 it compares cugrad's plan and backend with numpy.
     """
     monkeypatch.setattr("cugrad._api.NUMPY_GRADIENT_BELOW", 0)
+
+
+# ---------------------------------------------------------------------------
+# CPU engines: the parity and stencil suites run on the NumPy backend and on the compiled engine
+# ---------------------------------------------------------------------------
+
+ENGINE_MODULES = ("test_parity", "test_stencils")
+NUMBA_MISSING = "numba is not installed (pip install 'cugrad[cpu]')"
+
+
+@functools.cache
+def numba_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("numba") is not None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.module.__name__ in ENGINE_MODULES and "cpu_engine" in metafunc.fixturenames:
+        metafunc.parametrize(
+            "cpu_engine",
+            [
+                pytest.param("numpy", id="engine-numpy"),
+                pytest.param("numba", id="engine-numba", marks=pytest.mark.skipif(
+                    not numba_installed(), reason=NUMBA_MISSING)),
+            ],
+            indirect=True,
+        )
+
+
+@pytest.fixture(autouse=True)
+def cpu_engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str | None:
+    """``CUGRAD_CPU_ENGINE`` for the test: both engines in ENGINE_MODULES, the default elsewhere.
+
+    With ``numba`` the compiled engine computes every call it supports, whatever its size (the
+    rest falls back to the NumPy backend, as for users), bit for bit against numpy.gradient.
+    """
+    engine = getattr(request, "param", None)
+    if engine is not None:
+        monkeypatch.setenv("CUGRAD_CPU_ENGINE", engine)
+    return engine

@@ -1,4 +1,4 @@
-"""The compiled CPU engine: execute a :class:`~cugrad._plan.GradientPlan` with numba, one pass per output.
+"""The compiled CPU engine: plans executed with numba, one pass per output.
 
 The NumPy backend computes each region of each output with two or more ufunc passes (a difference,
 then a division; products, then sums). This engine executes the same plan (every region kind,
@@ -62,11 +62,13 @@ PARALLEL_MIN_ELEMENTS = 1 << 16
 MAX_DIMS = 4
 # The table layout of ``_numba_kernels`` (repeated here so that building tables needs no numba;
 # :func:`_kernels` checks that both agree).
-HEADER, RECORD, MAX_OFFSETS = 17, 26, 16
+HEADER, RECORD, MAX_OFFSETS = 18, 26, 16
+_CODES = {np.dtype(name): code for code, name in enumerate(
+    ("float32", "float64", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64",
+     "uint64"))}
 
 _KINDS = {"diff": 0, "comb": 1, "dsum": 2}
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-_INPUTS = frozenset(np.dtype(c) for c in "bBhHiIlLqQfd")
 
 #: How many calls this engine computed (the tests read it to know which engine ran).
 calls = 0
@@ -132,9 +134,9 @@ class _Job:
 
 
 def _prepare(plan: GradientPlan, f: np.ndarray, outs: list[np.ndarray]) -> _Job | None:
-    """The flat views and axis tables of a call, or None when the engine does not take it."""
+    """Build the flat views and axis tables of a call; None when the engine does not take it."""
     out_dtype = plan.out_dtype
-    if f.dtype not in _INPUTS or not f.dtype.isnative or out_dtype not in _FLOATS:
+    if f.dtype not in _CODES or not f.dtype.isnative or out_dtype not in _FLOATS:
         return None
     if not out_dtype.isnative or any(o.dtype != out_dtype or o.shape != f.shape for o in outs):
         return None
@@ -163,7 +165,7 @@ def _prepare(plan: GradientPlan, f: np.ndarray, outs: list[np.ndarray]) -> _Job 
         if ap.uniform is None or ap.axis not in slot:
             return None
         header = [*shape, *f_strides, f_base, *o_strides, o_base, slot[ap.axis], slab_dim,
-                  len(ap.regions)]
+                  len(ap.regions), _CODES[f.dtype]]
         records, wvalues = [], []
         for region in ap.regions:
             record = _record(region, out_dtype, sum(len(w) for w in wvalues), wvalues)
@@ -175,13 +177,19 @@ def _prepare(plan: GradientPlan, f: np.ndarray, outs: list[np.ndarray]) -> _Job 
     slab_dim_len = shape[slab_dim]
     row_bytes = f.itemsize * (f.size // slab_dim_len)
     slab_rows = max(1, SLAB_BYTES // max(row_bytes, 1))
-    return _Job(f_flat, [fl for fl, _, _ in flats], tables, weights, slab_dim_len, slab_rows,
+    # Bytes typed uint8 for float data, int8 for integers: see _numba_kernels (one compiled
+    # signature for every integer dtype).
+    raw = f_flat.view(np.uint8 if f.dtype.kind == "f" else np.int8)
+    return _Job(raw, [fl for fl, _, _ in flats], tables, weights, slab_dim_len, slab_rows,
                 (f.dtype, out_dtype))
 
 
 def _flat(a: np.ndarray, slot: dict[int, int]) -> tuple[np.ndarray, int, list[int]]:
-    """A 1-D contiguous view of the memory ``a`` spans, the index of ``a[0, ..., 0]`` in it, and
-    the element strides of ``a``'s dims in their loop slots (0 for unused slots)."""
+    """View the memory ``a`` spans as a contiguous 1-D array.
+
+    Returns the view, the index of ``a[0, ..., 0]`` in it, and the element strides of ``a``'s
+    dims in their loop slots (0 for unused slots).
+    """
     strides = [0] * MAX_DIMS
     low = high = 0
     for d, s in slot.items():
@@ -229,8 +237,11 @@ def _record(region: Region, out_dtype: np.dtype, wbase: int, wvalues: list[np.nd
 
 
 def _scalar_weight(w: Any, dtype: np.dtype) -> float | None:
-    """The value numpy's ufunc loop of ``dtype`` uses for the scalar ``w`` (weak Python numbers are
-    converted to ``dtype``, numpy scalars promote), as a float64 holding it exactly."""
+    """Return the value numpy's ufunc loop of ``dtype`` uses for the scalar ``w``.
+
+    Weak Python numbers are converted to ``dtype``, numpy scalars promote; the value comes back as
+    a float64 holding it exactly, or None when numpy would not take it.
+    """
     try:
         with np.errstate(all="ignore"):
             value = np.multiply(np.ones((), dtype), w)
@@ -248,10 +259,11 @@ def _scalar_weight(w: Any, dtype: np.dtype) -> float | None:
 
 @functools.cache
 def _kernels() -> Any:
-    """The kernels module (imports numba; compiled code comes from numba's disk cache)."""
+    """Import the kernels module (and numba); compiled code comes from numba's disk cache."""
     from cugrad import _numba_kernels as kernels
 
     assert (kernels.HEADER, kernels.RECORD, kernels.MAX_OFFSETS) == (HEADER, RECORD, MAX_OFFSETS)
+    assert tuple(np.dtype(name) for name in kernels.CODES) == tuple(_CODES)
     return kernels
 
 

@@ -1,10 +1,12 @@
-"""The numba kernels of the compiled CPU engine (imported on first use only; see ``_numba_backend``).
+"""The numba kernels of the compiled CPU engine (imported on first use; see ``_numba_backend``).
 
 One kernel, :func:`axis_slab`, writes the derivative along one axis for the rows ``[c0, c1)`` of
 the slab dim, reading each input value where it lies (no copy, no full-size temporary). Arrays
-arrive as flat 1-D views of their memory plus element strides in a table, so one compiled
-signature serves every layout (C, Fortran, views, negative strides) and every rank up to four:
-the signatures are (input dtype, output dtype), nothing else.
+arrive as flat 1-D views of their memory (the input as bytes) plus element strides and the input's
+dtype code in a table, so one compiled signature serves every layout (C, Fortran, views, negative
+strides) and every rank up to four. There are three signatures: float32 data, float64 data, and
+every integer dtype at once (bytes typed int8, each integer dtype a branch of the loads), because
+numba's compile time (seconds per signature) is what a first call pays.
 
 Exactness. The kernels evaluate :class:`cugrad._plan.Region` formulas in the documented order,
 with every conversion written out: the data dtype ``D`` is the output's dtype (float32/float64
@@ -31,8 +33,14 @@ DIFF, COMB, DSUM = 0, 1, 2
 
 # The int64 table of one axis (built by ``_numba_backend``): a header, then one record per region.
 # Header: [0:4] shape, [4:8] input element strides, [8] input base index, [9:13] output element
-# strides, [13] output base index, [14] differentiated dim, [15] slab dim, [16] region count.
-HEADER = 17
+# strides, [13] output base index, [14] differentiated dim, [15] slab dim, [16] region count,
+# [17] the input's dtype code (``CODES``).
+HEADER = 18
+#: The input dtypes, by code. The kernels receive the input as bytes and view it with its dtype
+#: only where values are read, so all of them share the two compiled signatures (float32 and
+#: float64 output): one compilation per output dtype, not one per input dtype.
+CODES = ("float32", "float64", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64",
+         "uint64")
 # Record: start, stop, kind, compute bits (32 or 64), wrap, terms, per-row weights, weight base,
 # lowest offset, highest offset, then the offsets (two per term for "diff"/"dsum", one for "comb").
 MAX_OFFSETS = 16
@@ -51,8 +59,56 @@ def _as_type_of(value, like):
     return lambda value, like: np.float64(value)
 
 
+def _gather(code, kind, t, f, src, shift, fstep, o, count, val):  # pragma: no cover
+    """:func:`_gather_typed` of the bytes ``f`` viewed as the input dtype ``CODES[code]``."""
+
+
+@overload(_gather)
+def _gather_impl(code, kind, t, f, src, shift, fstep, o, count, val):
+    # The byte type tells the families apart, so that each compiles only its own loads: uint8
+    # bytes hold float data (of the output's dtype), int8 bytes integer data (float64 output).
+    if f.dtype == types.uint8 and o.dtype == types.float32:
+        def impl(code, kind, t, f, src, shift, fstep, o, count, val):
+            _gather_typed(kind, t, f.view(np.float32), src, shift, fstep, o, count, val)
+        return impl
+    if f.dtype == types.uint8:
+        def impl(code, kind, t, f, src, shift, fstep, o, count, val):
+            _gather_typed(kind, t, f.view(np.float64), src, shift, fstep, o, count, val)
+        return impl
+
+    def impl(code, kind, t, f, src, shift, fstep, o, count, val):
+        if code == 2:
+            _gather_typed(kind, t, f.view(np.int8), src, shift, fstep, o, count, val)
+        elif code == 3:
+            _gather_typed(kind, t, f.view(np.uint8), src, shift, fstep, o, count, val)
+        elif code == 4:
+            _gather_typed(kind, t, f.view(np.int16), src, shift, fstep, o, count, val)
+        elif code == 5:
+            _gather_typed(kind, t, f.view(np.uint16), src, shift, fstep, o, count, val)
+        elif code == 6:
+            _gather_typed(kind, t, f.view(np.int32), src, shift, fstep, o, count, val)
+        elif code == 7:
+            _gather_typed(kind, t, f.view(np.uint32), src, shift, fstep, o, count, val)
+        elif code == 8:
+            _gather_typed(kind, t, f.view(np.int64), src, shift, fstep, o, count, val)
+        else:
+            _gather_typed(kind, t, f.view(np.uint64), src, shift, fstep, o, count, val)
+    return impl
+
+
+def as_data(f, o):  # pragma: no cover - compiled code uses the overload below
+    """View the bytes ``f`` as the output's dtype (the data dtype of float input)."""
+
+
+@overload(as_data, inline="always")
+def _as_data(f, o):
+    if o.dtype == types.float32:
+        return lambda f, o: f.view(np.float32)
+    return lambda f, o: f.view(np.float64)
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
-def _gather(kind, t, f, src, shift, fstep, o, count, val):
+def _gather_typed(kind, t, f, src, shift, fstep, o, count, val):
     """Term ``t``'s data-dtype values (``"comb"``) or differences into ``val[:count]``."""
     # Contiguous reads go through slices: indexing ``f[p + j]`` makes numba test each index for
     # a negative value (wraparound), which keeps LLVM from vectorising the loop well.
@@ -79,7 +135,7 @@ def _gather(kind, t, f, src, shift, fstep, o, count, val):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _plane(kind, nterm, f, src, fstep, fline, wt, wsrc, wstep, o, ob, ostep, oline, count,
+def _plane(code, kind, nterm, f, src, fstep, fline, wt, wsrc, wstep, o, ob, ostep, oline, count,
            nlines, acc, val):
     """``nlines`` lines of ``count`` outputs of one region, computed in ``acc``'s dtype.
 
@@ -93,14 +149,16 @@ def _plane(kind, nterm, f, src, fstep, fline, wt, wsrc, wstep, o, ob, ostep, oli
     each would multiply numba's compile time). Returns the count of non-finite values written.
     """
     bad = 0
-    if kind == DIFF and fstep == 1 and ostep == 1 and wstep == 0:
+    if kind == DIFF and fstep == 1 and ostep == 1 and wstep == 0 and code < 2:
+        # (code < 2: float data, whose dtype is the output's; integer data goes through _gather.)
+        fd = as_data(f, o)
         w = as_type_of(wt[wsrc[0]], acc)
         for line in range(nlines):
             p = src[0] + line * fline
             q = src[1] + line * fline
             b = ob + line * oline
-            fp = f[p:p + count]
-            fq = f[q:q + count]
+            fp = fd[p:p + count]
+            fq = fd[q:q + count]
             ol = o[b:b + count]
             for j in range(count):
                 v = as_type_of(as_type_of(fp[j], o) - as_type_of(fq[j], o), acc) / w
@@ -110,7 +168,7 @@ def _plane(kind, nterm, f, src, fstep, fline, wt, wsrc, wstep, o, ob, ostep, oli
     for line in range(nlines):
         shift = line * fline
         for t in range(nterm):
-            _gather(kind, t, f, src, shift, fstep, o, count, val)
+            _gather(code, kind, t, f, src, shift, fstep, o, count, val)
             w0 = wsrc[t]
             wl = wt[w0:w0 + count]
             if kind == DIFF:
@@ -180,39 +238,39 @@ def _region_plane(it, r, f, fbase, fstep, fline, fk, n, row, wrap_rows, wt, wste
         for t in range(nterm):
             wsrc[t] = wb + t
         ws = 0
-    return _plane_in(it[rec + 3], kind, nterm, f, src, fstep, fline, wt, wsrc, ws, o, ob, ostep,
-                     oline, count, nlines, acc32, acc64, val)
+    return _plane_in(it[rec + 3], it[17], kind, nterm, f, src, fstep, fline, wt, wsrc, ws, o, ob,
+                     ostep, oline, count, nlines, acc32, acc64, val)
 
 
-def _plane_in(bits, kind, nterm, f, src, fstep, fline, wt, wsrc, ws, o, ob, ostep, oline, count,
-              nlines, acc32, acc64, val):  # pragma: no cover - compiled code uses the overload
+def _plane_in(bits, code, kind, nterm, f, src, fstep, fline, wt, wsrc, ws, o, ob, ostep, oline,
+              count, nlines, acc32, acc64, val):  # pragma: no cover - compiled: the overload
     """:func:`_plane` computed in float32 (``bits == 32``) or float64."""
 
 
 @overload(_plane_in)
-def _plane_in_impl(bits, kind, nterm, f, src, fstep, fline, wt, wsrc, ws, o, ob, ostep, oline,
-                   count, nlines, acc32, acc64, val):
+def _plane_in_impl(bits, code, kind, nterm, f, src, fstep, fline, wt, wsrc, ws, o, ob, ostep,
+                   oline, count, nlines, acc32, acc64, val):
     if o.dtype == types.float64:
         # float64 data never computes in float32 (NEP 50 promotes): compile one variant only.
-        def impl(bits, kind, nterm, f, src, fstep, fline, wt, wsrc, ws, o, ob, ostep, oline,
-                 count, nlines, acc32, acc64, val):
-            return _plane(kind, nterm, f, src, fstep, fline, wt, wsrc, ws, o, ob, ostep, oline,
-                          count, nlines, acc64, val)
+        def impl(bits, code, kind, nterm, f, src, fstep, fline, wt, wsrc, ws, o, ob, ostep,
+                 oline, count, nlines, acc32, acc64, val):
+            return _plane(code, kind, nterm, f, src, fstep, fline, wt, wsrc, ws, o, ob, ostep,
+                          oline, count, nlines, acc64, val)
         return impl
 
-    def impl(bits, kind, nterm, f, src, fstep, fline, wt, wsrc, ws, o, ob, ostep, oline, count,
-             nlines, acc32, acc64, val):
+    def impl(bits, code, kind, nterm, f, src, fstep, fline, wt, wsrc, ws, o, ob, ostep, oline,
+             count, nlines, acc32, acc64, val):
         if bits == 32:
-            return _plane(kind, nterm, f, src, fstep, fline, wt, wsrc, ws, o, ob, ostep, oline,
-                          count, nlines, acc32, val)
-        return _plane(kind, nterm, f, src, fstep, fline, wt, wsrc, ws, o, ob, ostep, oline,
+            return _plane(code, kind, nterm, f, src, fstep, fline, wt, wsrc, ws, o, ob, ostep,
+                          oline, count, nlines, acc32, val)
+        return _plane(code, kind, nterm, f, src, fstep, fline, wt, wsrc, ws, o, ob, ostep, oline,
                       count, nlines, acc64, val)
     return impl
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def axis_slab(f, o, it, wt, c0, c1):
-    """The derivative along one axis for the rows ``[c0, c1)`` of the slab dim.
+    """Write the derivative along one axis for the rows ``[c0, c1)`` of the slab dim.
 
     ``f`` and ``o`` are flat views of the input's and the output's memory; ``it`` the axis table
     (see ``HEADER``/``RECORD``), ``wt`` its weights (float64 values of the compute dtypes). Dim 3

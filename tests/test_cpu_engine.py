@@ -1,0 +1,173 @@
+"""The compiled CPU engine (numba): when it runs, when it hands over to the NumPy backend, and that
+what it computes is numpy.gradient's bits in the cases its own code paths add (layouts, threads,
+slabs, floating-point events). The parity and stencil suites also run on it (conftest.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from conftest import NUMBA_MISSING, assert_same, numba_installed, random_field, stable_rng
+
+import cugrad
+from cugrad import _numba_backend
+
+needs_numba = pytest.mark.skipif(not numba_installed(), reason=NUMBA_MISSING)
+
+
+def engine_ran(fn):
+    before = _numba_backend.calls
+    result = fn()
+    return result, _numba_backend.calls > before
+
+
+def test_import_cugrad_does_not_import_numba():
+    code = ("import sys, numpy as np, cugrad; cugrad.gradient(np.arange(10.0)); "
+            "cugrad.gradient(np.ones((4, 5)), out=(np.empty((4, 5)), np.empty((4, 5)))); "
+            "assert 'numba' not in sys.modules, 'numba imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_bad_engine_name_is_a_value_error(monkeypatch):
+    monkeypatch.setenv("CUGRAD_CPU_ENGINE", "fast")
+    with pytest.raises(ValueError, match="CUGRAD_CPU_ENGINE must be one of auto, numba, numpy"):
+        cugrad.gradient(np.ones((4, 5)), out=(np.empty((4, 5)), np.empty((4, 5))))
+
+
+def test_asking_for_numba_without_it_says_what_to_install(monkeypatch):
+    monkeypatch.setenv("CUGRAD_CPU_ENGINE", "numba")
+    monkeypatch.setattr(_numba_backend, "available", lambda: False)
+    with pytest.raises(RuntimeError, match=r"pip install \"cugrad\[cpu\]\""):
+        cugrad.gradient(np.ones((4, 5)))
+    # what the engine does not take still runs (the NumPy backend), numba or not
+    f = np.ones((4, 5), np.float16)
+    assert_same(cugrad.gradient(f), np.gradient(f))
+
+
+@needs_numba
+@pytest.mark.parametrize(("engine", "size", "expected"), [
+    ("numpy", 1 << 10, False), ("numba", 1 << 10, True), ("auto", 1 << 10, False),
+    ("auto", 1 << 12, True), (None, 1 << 12, True),
+])
+def test_engine_choice(monkeypatch, engine, size, expected):
+    monkeypatch.setattr(_numba_backend, "ENGINE_MIN_ELEMENTS", 1 << 12)
+    if engine is None:
+        monkeypatch.delenv("CUGRAD_CPU_ENGINE", raising=False)
+    else:
+        monkeypatch.setenv("CUGRAD_CPU_ENGINE", engine)
+    f = random_field((size // 32, 32), np.float32, "choice")
+    result, ran = engine_ran(lambda: cugrad.gradient(f, 0.5))
+    assert ran is expected
+    assert_same(result, np.gradient(f, 0.5))
+
+
+@needs_numba
+@pytest.mark.parametrize("case", ["float16", "complex64", "byteswapped", "five_dims", "raise",
+                                  "warnings_as_errors", "underflow_reported", "longdouble"])
+def test_cases_the_engine_hands_to_the_numpy_backend(monkeypatch, case):
+    monkeypatch.setenv("CUGRAD_CPU_ENGINE", "numba")
+    f = random_field((6, 7), np.float64, "fallback")
+    context = warnings.catch_warnings()
+    state = np.errstate()
+    if case in ("float16", "complex64", "longdouble"):
+        f = f.astype(case)
+    elif case == "byteswapped":
+        f = f.astype(">f8")
+    elif case == "five_dims":
+        f = random_field((2, 3, 2, 3, 4, 2), np.float64, "fallback")
+    elif case == "raise":
+        state = np.errstate(all="raise")
+    elif case == "underflow_reported":
+        state = np.errstate(under="warn")
+    with context, state:
+        if case == "warnings_as_errors":
+            warnings.simplefilter("error", RuntimeWarning)
+        result, ran = engine_ran(lambda: cugrad.gradient(f, 0.5))
+    assert not ran
+    assert_same(result, np.gradient(f, 0.5))
+
+
+@needs_numba
+def test_floating_point_events_are_reported_as_numpy_reports_them(monkeypatch):
+    monkeypatch.setenv("CUGRAD_CPU_ENGINE", "numba")
+    f = random_field((40, 30), np.float32, "events")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        expected = np.gradient(f, 0.0, 1.0)
+    assert any("divide by zero" in str(w.message) for w in seen)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        result, ran = engine_ran(lambda: cugrad.gradient(f, 0.0, 1.0))
+    assert ran  # the engine ran, wrote infinities, and the NumPy backend recomputed with warnings
+    assert any("divide by zero" in str(w.message) for w in seen)
+    assert_same(result, expected)
+    # With the events ignored, the engine's own result stands (no recomputation, same bits).
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert_same(cugrad.gradient(f, 0.0, 1.0), expected)
+    # NaN data raise no event: no warning, the engine's result.
+    g = f.copy()
+    g[3, 4] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        expected = np.gradient(g, 0.5)
+        assert_same(cugrad.gradient(g, 0.5), expected)
+
+
+@needs_numba
+@pytest.mark.parametrize("layout", ["C", "F", "reversed", "strided", "transposed"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16, np.uint64])
+def test_layouts_threads_and_slabs(monkeypatch, layout, dtype):
+    monkeypatch.setenv("CUGRAD_CPU_ENGINE", "numba")
+    monkeypatch.setenv("CUGRAD_NUM_THREADS", "3")
+    monkeypatch.setattr(_numba_backend, "PARALLEL_MIN_ELEMENTS", 1)
+    monkeypatch.setattr(_numba_backend, "SLAB_BYTES", 2048)  # many slabs, handed out dynamically
+    f = random_field((23, 17, 12), dtype, "layouts")
+    f = {"C": f, "F": np.asfortranarray(f), "reversed": f[::-1, :, ::-1],
+         "strided": f[:, ::2, :], "transposed": f.transpose(2, 0, 1)}[layout]
+    x = np.cumsum(stable_rng("x", f.shape[1]).random(f.shape[1])) + 1
+    for varargs, options in [((0.5,), {}), ((1.0, x, np.float64(2.0)), {"edge_order": 2})]:
+        result, ran = engine_ran(lambda v=varargs, o=options: cugrad.gradient(f, *v, **o))
+        assert ran
+        assert_same(result, np.gradient(f, *varargs, **options))
+        stacked = cugrad.gradient(f, *varargs, stack=True, **options)  # C-order outputs
+        assert_same(tuple(stacked), np.gradient(f, *varargs, **options))
+    period = (None, 100.0, None)
+    for options in [{"accuracy": 8}, {"accuracy": 4, "boundary": "periodic", "period": period},
+                    {"accuracy": 6, "boundary": ("edge", "periodic", "edge"), "period": period},
+                    {"boundary": ("periodic", "periodic", "edge"), "period": period}]:
+        spacing = (0.5, x, 2.0)
+        monkeypatch.setenv("CUGRAD_CPU_ENGINE", "numpy")
+        expected = cugrad.gradient(f, *spacing, **options)
+        monkeypatch.setenv("CUGRAD_CPU_ENGINE", "numba")
+        result, ran = engine_ran(lambda o=options, s=spacing: cugrad.gradient(f, *s, **o))
+        assert ran
+        assert_same(result, expected)
+
+
+@needs_numba
+def test_nep50_float32_data_computed_in_float64_and_rounded_once(monkeypatch):
+    monkeypatch.setenv("CUGRAD_CPU_ENGINE", "numba")
+    f = random_field((64, 50), np.float32, "nep50")
+    x = np.cumsum(stable_rng("nep50 x").random(50)) + 1  # float64 coordinates: float64 weights
+    for varargs in [(np.float64(0.1), x), (0.1, x.astype(np.float32)), (np.float64(0.1), 0.1)]:
+        for edge_order in (1, 2):
+            result, ran = engine_ran(lambda v=varargs, e=edge_order: cugrad.gradient(
+                f, *v, edge_order=e))
+            assert ran
+            assert_same(result, np.gradient(f, *varargs, edge_order=edge_order))
+    # the cases differ, so computing in the wrong dtype would be seen
+    assert not np.array_equal(np.gradient(f, np.float64(0.1), x)[0], np.gradient(f, 0.1, x)[0])
+
+
+@needs_numba
+def test_out_overlapping_the_input(monkeypatch):
+    monkeypatch.setenv("CUGRAD_CPU_ENGINE", "numba")
+    buf = random_field((2, 30, 20), np.float64, "overlap")
+    expected = np.gradient(buf[0].copy(), 0.5)
+    out = (buf[0], buf[1])  # out[0] is the input itself
+    result = cugrad.gradient(buf[0], 0.5, out=out)
+    assert_same(result, expected)
