@@ -179,6 +179,8 @@ def fake_xp(monkeypatch):
     xp.empty = lambda shape, dtype=float: _dev(np.empty(shape, dtype))
     xp.empty_like = lambda a, dtype=None: _dev(np.empty_like(_host(a), dtype=dtype))
     xp.may_share_memory = lambda a, b: np.may_share_memory(_host(a), _host(b))
+    xp.sqrt = lambda a: _dev(np.sqrt(_host(a)))
+    xp.stack = lambda arrays: _dev(np.stack([_host(a) for a in arrays]))
     xp.cuda = types.SimpleNamespace(Device=lambda *a: DEVICE, Stream=_Stream)
     monkeypatch.setitem(sys.modules, "cupy", xp)
     monkeypatch.setattr(
@@ -203,6 +205,28 @@ def test_the_device_modes_run_through_an_xp(fake_xp):
         "general")
     torch_cases = [c for c in st.parity_cases(device=True) if c.mode == "torch"]
     assert st.run_parity(torch_cases, fake_xp, torch=None).results == []  # no torch CUDA: left out
+
+
+def test_options_and_operators_run_through_an_xp_against_the_numpy_backend(fake_xp, monkeypatch):
+    results, _ = st.run_options(fake_xp)
+    names = [r.case for r in results]
+    assert len(names) == len(set(names)) == len(st.option_cases()) + 16
+    assert any("acc8-periodic-float16-fortran-coords" in n for n in names)
+    assert not [r for r in results if not r.ok][:5]
+    # a device result one ulp off is a mismatch
+    real = _cupy_backend.execute
+
+    def off_by_one_ulp(plan, f, outs):
+        real(plan, f, outs)
+        for o in outs:
+            if o.dtype == np.float64:
+                o.view(np.int64)[...] += 1
+
+    monkeypatch.setattr(_cupy_backend, "execute", off_by_one_ulp)
+    results, _ = st.run_options(fake_xp)
+    bad = {r.case for r in results if not r.ok}
+    assert "gradient-acc4-edge-float64-c-scalar" in bad and "laplacian-float64-default" in bad
+    assert "gradient-acc4-edge-float32-c-scalar" not in bad
 
 
 # ------------------------------------------------------------------------------------------------
@@ -305,7 +329,7 @@ def test_with_a_gpu_every_gpu_section_runs_and_reports(monkeypatch, capsys, tmp_
     assert "0.67 of copy" in out and "SKIPPED" not in out
     doc = json.loads(path.read_text())
     assert doc["gpu"]["ran"] is True and doc["ok"] is True
-    assert [s["status"] for s in doc["sections"]] == ["ok"] * 5
+    assert [s["status"] for s in doc["sections"]] == ["ok"] * 6
 
     # a second process that compiles again fails the run
     monkeypatch.setattr(st, "kernel_cache_reuse", lambda cache_dir: {"first": 12, "second": 7})

@@ -598,6 +598,97 @@ def _parity_section(cases: list[ParityCase], xp: Any, torch: Any = None
     return ("FAIL" if bad else "ok"), detail, summary
 
 
+# --------------------------------------------------------------------------------------------------
+# Accuracy orders, periodic boundaries and derived operators: the device against the NumPy backend
+# --------------------------------------------------------------------------------------------------
+
+OPTION_SHAPE = (12, 20, 18)  # every axis long enough for accuracy 8 (9 points)
+OPTION_DTYPES = ("float16", "float32", "float64", "complex128", "int32")
+OPTIONS = tuple(
+    {"accuracy": acc, "boundary": boundary} for acc in (2, 4, 6, 8)
+    for boundary in ("edge", "periodic")
+)
+
+
+def option_cases() -> list[tuple[str, str, str, dict[str, Any], str]]:
+    """(name, dtype, layout, options, spacing kind) for the gradient with cugrad's options."""
+    cases = []
+    for options in OPTIONS:
+        for dtype in OPTION_DTYPES:
+            for layout in ("c", "fortran"):
+                for spacing in ("scalar", "coords"):
+                    name = (f"gradient-acc{options['accuracy']}-{options['boundary']}-{dtype}-"
+                            f"{layout}-{spacing}")
+                    cases.append((name, dtype, layout, options, spacing))
+    return cases
+
+
+def _option_inputs(dtype: str, spacing: str, boundary: str) -> tuple[np.ndarray, tuple, dict]:
+    rng = _rng("options", dtype, spacing)
+    values = rng.standard_normal(OPTION_SHAPE)
+    if np.dtype(dtype).kind == "c":
+        values = values + 1j * rng.standard_normal(OPTION_SHAPE)
+    f = (values * 100 if np.dtype(dtype).kind == "i" else values).astype(dtype)
+    if spacing == "scalar":
+        return f, (0.5,), {}
+    coords = tuple(np.cumsum(rng.uniform(0.5, 1.5, n)) for n in OPTION_SHAPE)
+    extra = {"period": tuple(float(c[-1] - c[0]) + 1.0 for c in coords)} if boundary == \
+        "periodic" else {}
+    return f, coords, extra
+
+
+def run_options(xp: Any) -> tuple[list[CaseResult], float]:
+    """Every option case and each derived operator with ``xp`` against the NumPy backend.
+
+    There is no numpy reference for cugrad's options: the NumPy backend is the defined one (its
+    operation order is the README's), and a GPU must give the same bits.
+    """
+    import cugrad
+
+    device = {} if _is_numpy(xp) else {"backend": "cupy"}
+    start = time.perf_counter()
+    results = []
+    for name, dtype, layout, options, spacing in option_cases():
+        f, sp, extra = _option_inputs(dtype, spacing, options["boundary"])
+        expected = cugrad.gradient(f, *sp, backend="numpy", **options, **extra)
+        on = apply_layout(xp.asarray(f) if not _is_numpy(xp) else f, layout)
+        try:
+            got = _result_to_host(xp, cugrad.gradient(on, *sp, **device, **options, **extra))
+            problem = compare(got, expected)
+        except Exception as exc:  # noqa: BLE001 - a failure is a mismatch, reported
+            problem = f"{type(exc).__name__}: {exc}"
+        results.append(CaseResult(name, problem is None, problem))
+    operators = {
+        "gradient_magnitude": lambda F, **k: cugrad.gradient_magnitude(F[0], 0.5, **k),
+        "divergence": lambda F, **k: cugrad.divergence(F, 0.5, **k),
+        "curl": lambda F, **k: cugrad.curl(F, 0.5, **k),
+        "laplacian": lambda F, **k: cugrad.laplacian(F[0], 0.5, **k),
+    }
+    for op, call in operators.items():
+        for dtype in ("float32", "float64"):
+            for options in ({}, {"accuracy": 4, "boundary": "periodic"}):
+                F = [_option_inputs(dtype, "scalar", "edge")[0] + i for i in range(3)]
+                expected = call(F, backend="numpy", **options)
+                name = f"{op}-{dtype}-{'default' if not options else 'acc4-periodic'}"
+                try:
+                    on = F if _is_numpy(xp) else [xp.asarray(c) for c in F]
+                    got = _result_to_host(xp, call(on, **device, **options))
+                    problem = compare(got, expected)
+                except Exception as exc:  # noqa: BLE001
+                    problem = f"{type(exc).__name__}: {exc}"
+                results.append(CaseResult(name, problem is None, problem))
+    return results, time.perf_counter() - start
+
+
+def _options_section(xp: Any) -> tuple[str, str, Any]:
+    results, seconds = run_options(xp)
+    bad = [r for r in results if not r.ok]
+    for r in bad[:20]:
+        print(f"  MISMATCH {r.case}: {r.problem}", flush=True)
+    return (("FAIL" if bad else "ok"), f"{len(results)} cases, {len(bad)} mismatches",
+            {"cases": len(results), "mismatches": [r.case for r in bad], "seconds": seconds})
+
+
 def _nvrtc_section() -> tuple[str, str, Any]:
     from cugrad import _compile
 
@@ -676,6 +767,8 @@ def run(json_path: str | None) -> int:
         torch = _torch_cuda()
         _section(report, "device parity sample",
                  lambda: _parity_section(parity_cases(device=True), cupy, torch))
+        _section(report, "accuracy orders, periodic ends and derived operators vs the NumPy "
+                 "backend", lambda: _options_section(cupy))
         _section(report, "second process reuses the kernel cache", _cache_reuse_section)
         _section(report, "GPU benchmark (cugrad, cupy.gradient, device copy)", _benchmark_section)
 
