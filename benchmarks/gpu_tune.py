@@ -10,6 +10,10 @@ against the default one (which is checked against numpy.gradient once per case) 
 with CUDA events on the current stream; GB/s counts the input read once and every output written
 once, and is also given as a fraction of a device-to-device copy measured in the same run.
 
+Then, with the default knobs, accuracy 2, 4 and 8 with one-sided and periodic ends (issue #11's
+target: accuracy 4 and 8 at least 85% of accuracy 2's GB/s), each checked against the NumPy
+backend first.
+
 Planned to finish within 3 minutes on an H200 (about 60 kernels to compile, 6 cases x 27
 configurations to time); ``--budget-s`` stops timing new configurations when it runs out. Without a
 usable GPU it says so and exits 0: there is nothing to measure.
@@ -67,6 +71,44 @@ def copy_gbps(cp: Any, nbytes: int, reps: int) -> float:
     cp.copyto(dst, src)
     t = _time(cp, lambda: cp.copyto(dst, src), reps)
     return 2 * nbytes / t / 1e9
+
+
+def accuracy_costs(cp: Any, side: int, reps: int, copy: float) -> tuple[list[dict], int]:
+    """GB/s of accuracy 2, 4 and 8 (one-sided and periodic ends) with the default knobs.
+
+    Issue #11's target: accuracy 4 and 8 reach at least 85% of accuracy 2's GB/s. Each option is
+    first checked bit for bit against the NumPy backend (its defined operation order) on 64^3.
+    """
+    import cugrad
+
+    rows, mismatches = [], 0
+    print("\naccuracy orders, default knobs, all axes (GB/s, and relative to accuracy 2):")
+    for dtype in DTYPES:
+        small = np.random.default_rng(1).standard_normal((64,) * 3).astype(dtype)
+        big = cp.asarray(np.random.default_rng(2).standard_normal((side,) * 3).astype(dtype))
+        outs = tuple(cp.empty_like(big) for _ in range(3))
+        nbytes = big.nbytes * 4
+        base = None
+        for acc in (2, 4, 8):
+            for boundary in ("edge", "periodic"):
+                options = {"accuracy": acc, "boundary": boundary}
+                want = cugrad.gradient(small, 0.5, backend="numpy", **options)
+                got = cugrad.gradient(cp.asarray(small), 0.5, **options)
+                exact = all(np.array_equal(cp.asnumpy(g), w) for g, w in zip(got, want,
+                                                                             strict=True))
+                mismatches += not exact
+                t = _time(cp, lambda o=options: cugrad.gradient(big, 0.5, out=outs, **o), reps)
+                gbps = nbytes / t / 1e9
+                base = gbps if (acc, boundary) == (2, "edge") else base
+                row = {"dtype": dtype, "accuracy": acc, "boundary": boundary, "exact": exact,
+                       "median_s": t, "gbps": gbps, "copy_fraction": gbps / copy,
+                       "of_accuracy_2": gbps / base}
+                rows.append(row)
+                print(f"  {dtype:<8} acc {acc} {boundary:<8} {gbps:8.1f} GB/s "
+                      f"{row['of_accuracy_2']:5.2f}{'' if exact else '  MISMATCH'}")
+        del big, outs
+        cp.get_default_memory_pool().free_all_blocks()
+    return rows, mismatches
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,13 +228,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"best over every case (geometric mean of GB/s): rows_per_thread="
                   f"{best_overall[0]}, min_blocks_per_sm={best_overall[1]}, "
                   f"block={best_overall[2]} ({scores[best_overall]:.1f} GB/s)")
+    accuracy_rows, accuracy_mismatches = accuracy_costs(cp, args.side, args.reps, copy)
+    mismatches += accuracy_mismatches
     elapsed = time.perf_counter() - started
     print(f"\n{len(timed)} timings, {mismatches} mismatches, {elapsed:.0f} s")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump({"device": device, "copy_gbps": copy, "side": args.side,
                        "default": dataclasses.asdict(DEFAULT_TUNING),
-                       "best_overall": best_overall, "seconds": elapsed, "results": results},
+                       "best_overall": best_overall, "seconds": elapsed, "results": results,
+                       "accuracy": accuracy_rows},
                       fh, indent=2)
         print(f"written to {args.json}")
     return 1 if mismatches else 0
