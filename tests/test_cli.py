@@ -855,7 +855,11 @@ def test_compute_errors_are_one_line_and_leave_no_file(capsys, data, argv, messa
         ["f.npy", "--coords", ",", "-o", "r.npz"],
     ],
     ids=[
-        "missing-output", "edge-order-3", "bad-backend", "axis-not-int", "axis-list-not-int",
+        "missing-output",
+        "edge-order-3",
+        "bad-backend",
+        "axis-not-int",
+        "axis-list-not-int",
         "coords-empty",
     ],
 )

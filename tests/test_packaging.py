@@ -93,7 +93,7 @@ def _installed_from_this_checkout() -> bool:
     except importlib.metadata.PackageNotFoundError:
         return False
     url = json.loads(text or "{}").get("url", "")
-    return url.startswith("file://") and Path(url[len("file://"):]).resolve() == REPO_ROOT
+    return url.startswith("file://") and Path(url[len("file://") :]).resolve() == REPO_ROOT
 
 
 def test_license_is_spdx_with_its_file_and_the_metadata_is_complete():
@@ -146,7 +146,10 @@ def test_every_install_hint_installs_from_a_checkout():
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
         if INSTALL_FROM_INDEX.search(line)
     ]  # fmt: skip
-    assert offenders == []
+    assert offenders == [], (
+        'cugrad is not on PyPI: write pip install ".[extra]" (in a cugrad checkout), not '
+        'pip install "cugrad[extra]"'
+    )
 
 
 @pytest.mark.slow

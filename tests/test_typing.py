@@ -22,7 +22,7 @@ HERE = Path(__file__).resolve().parent / "typing"
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("mypy") is None,
-    reason="mypy is not installed (it comes with the test extra: pip install -e \".[test]\")",
+    reason='mypy is not installed (it comes with the test extra: pip install -e ".[test]")',
 )
 
 

@@ -1326,7 +1326,9 @@ def check_out(out: Path) -> str | None:
         return None
     if out.suffix != ".json":
         if out.exists():
-            return f"--out {out} exists and is not a directory; give a directory or a new .json file"
+            return (
+                f"--out {out} exists and is not a directory; give a directory or a new .json file"
+            )
         return (
             f"--out {out}: no such directory (cugrad bench creates none); give an existing "
             "directory or a .json file name"

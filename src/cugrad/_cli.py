@@ -1,4 +1,4 @@
-"""The ``cugrad`` command line: ``demo``, ``compute``, ``info``, ``bench``, ``compile``, ``selftest``.
+"""The ``cugrad`` command line: demo, compute, info, bench, compile and selftest.
 
 Each subcommand lives in a module exposing ``configure_parser(parser)`` and ``run(args) -> int``
 and is imported only when it is the one being run, so ``cugrad info`` on a machine without a GPU

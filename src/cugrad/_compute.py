@@ -15,6 +15,7 @@ The command's promises, in the order it keeps them:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import math
 import os
@@ -22,6 +23,7 @@ import sys
 import threading
 import warnings
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -204,7 +206,9 @@ def _refuse_to_overwrite(output: str, inputs: list[str], force: bool) -> None:
                 "writes over its input (not even with --force): choose another -o"
             )
     if not force:
-        raise CommandError(f"output {output} exists: add --force to replace it, or choose another -o")
+        raise CommandError(
+            f"output {output} exists: add --force to replace it, or choose another -o"
+        )
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -328,7 +332,7 @@ class _Coordinates:
 
 
 def _number(token: str) -> int | float | None:
-    """The number a SPACING token spells (an int when it reads as one), else None."""
+    """Return the number a SPACING token spells (an int when it reads as one), else None."""
     for parse in (int, float):
         try:
             return parse(token)
@@ -406,7 +410,7 @@ def _compute(
     args: argparse.Namespace,
     progress: _Progress,
 ) -> list[tuple[str, np.ndarray]]:
-    """The named result arrays; in slabs (so that the bar moves) when a bar is shown."""
+    """Compute the named result arrays; in slabs (so that the bar moves) when a bar is shown."""
     varargs = [_value(item) for item in spacing]
     kwargs = {"edge_order": args.edge_order, "backend": args.backend}
     with _numpy_warnings_as_lines(), _as_command_errors(f):
@@ -463,42 +467,29 @@ def _pieces(
     return pieces
 
 
-class _numpy_warnings_as_lines:
+@contextlib.contextmanager
+def _numpy_warnings_as_lines() -> Iterator[None]:
     # numpy's RuntimeWarnings (divide by zero for repeated coordinates...) are worth telling,
     # but as one line each, like the errors, not as warning-module source excerpts.
-    def __enter__(self) -> None:
-        self._catcher = warnings.catch_warnings(record=True)
-        self._caught = self._catcher.__enter__()
+    with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-
-    def __exit__(self, *exc: object) -> None:
-        self._catcher.__exit__(*exc)
-        for message in dict.fromkeys(_first_line(w.message) for w in self._caught or []):
-            print(f"{PROG}: warning: {message}", file=sys.stderr)
+        yield
+    for message in dict.fromkeys(_first_line(w.message) for w in caught):
+        print(f"{PROG}: warning: {message}", file=sys.stderr)
 
 
-class _as_command_errors:
-    def __init__(self, f: np.ndarray) -> None:
-        self._f = f
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
-        if exc is None or isinstance(exc, CommandError):
-            return False
-        if isinstance(exc, MemoryError):
-            raise CommandError(
-                f"not enough memory for the gradient of a {self._f.shape} {self._f.dtype} array "
-                "(it needs one output array of that size per axis)"
-            ) from None
-        if isinstance(
-            exc,
-            (TypeError, ValueError, IndexError, ArithmeticError, RuntimeError, ImportError),
-        ):
-            # AxisError is a ValueError and IndexError; numpy's messages say what is wrong.
-            raise CommandError(f"cannot compute the gradient: {_first_line(exc)}") from None
-        return False
+@contextlib.contextmanager
+def _as_command_errors(f: np.ndarray) -> Iterator[None]:
+    try:
+        yield
+    except MemoryError:
+        raise CommandError(
+            f"not enough memory for the gradient of a {f.shape} {f.dtype} array "
+            "(it needs one output array of that size per axis)"
+        ) from None
+    except (TypeError, ValueError, IndexError, ArithmeticError, RuntimeError, ImportError) as exc:
+        # AxisError is a ValueError and IndexError; numpy's messages say what is wrong.
+        raise CommandError(f"cannot compute the gradient: {_first_line(exc)}") from None
 
 
 def _named_arrays(result: Any, axes: tuple[int, ...], stack: bool) -> list[tuple[str, np.ndarray]]:
@@ -521,7 +512,7 @@ def _on_host(array: Any) -> np.ndarray:
 
 
 def _npy_header(array: np.ndarray) -> bytes:
-    """The ``.npy`` header ``np.lib.format.write_array`` writes before ``array``'s data."""
+    """Return the ``.npy`` header ``np.lib.format.write_array`` writes before ``array``'s data."""
     fmt = np.lib.format
     header = fmt.header_data_from_array_1_0(array)
     for write_header in (fmt.write_array_header_1_0, fmt.write_array_header_2_0):
@@ -535,7 +526,7 @@ def _npy_header(array: np.ndarray) -> bytes:
 
 
 def npz_payload_bytes(arrays: list[tuple[str, np.ndarray]]) -> int:
-    """The bytes of the ``.npy`` members (headers and data), which the write bar counts."""
+    """Count the bytes of the ``.npy`` members (headers and data): the write bar's total."""
     return sum(len(_npy_header(array)) + array.nbytes for _, array in arrays)
 
 
@@ -620,26 +611,22 @@ class _Progress:
             self._bar.close()
 
 
-class _hint_if_slow:
+@contextlib.contextmanager
+def _hint_if_slow(progress: _Progress) -> Iterator[None]:
     """On a terminal without tqdm, say once how to get a progress bar if the run takes long."""
-
-    def __init__(self, progress: _Progress) -> None:
-        self._timer: threading.Timer | None = None
-        if progress.terminal and not progress.enabled and math.isfinite(PROGRESS_HINT_AFTER_S):
-            self._timer = threading.Timer(PROGRESS_HINT_AFTER_S, self._hint)
-            self._timer.daemon = True
-
-    @staticmethod
-    def _hint() -> None:
-        print(f"{PROG}: hint: {PROGRESS_HINT}", file=sys.stderr, flush=True)
-
-    def __enter__(self) -> None:
-        if self._timer is not None:
-            self._timer.start()
-
-    def __exit__(self, *exc: object) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+    if not progress.terminal or progress.enabled or not math.isfinite(PROGRESS_HINT_AFTER_S):
+        yield
+        return
+    timer = threading.Timer(
+        PROGRESS_HINT_AFTER_S,
+        lambda: print(f"{PROG}: hint: {PROGRESS_HINT}", file=sys.stderr, flush=True),
+    )
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def _stderr_is_terminal() -> bool:
