@@ -1186,3 +1186,15 @@ def test_info_with_a_gpu(capsys) -> None:
     assert "GPU: usable" in out
     assert re.search(r"device 0: .+ \([0-9.]+ GiB, compute capability \d+\.\d+\)", out)
     assert re.search(r"CUDA runtime  \d+\.\d+", out)
+
+
+def test_demo_shows_the_accuracy_orders_converging_at_their_order(capsys) -> None:
+    code, out, _ = run_cli(capsys, "demo", "--size", "24", "--repeat", "1")
+    assert code == 0
+    table = out[out.index("accuracy=p"):]
+    orders = {}
+    for line in table.splitlines()[2:5]:
+        acc, _, _, order = line.split()
+        orders[int(acc)] = float(order)
+    # accuracy 2 is numpy's (first-order edges dominate); p >= 4 converge at about p
+    assert orders[2] < 1.5 and orders[4] > 3.4 and orders[6] > 5.2, orders

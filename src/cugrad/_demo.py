@@ -111,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
         print("same bits as numpy.gradient: NO (see above); please report this bug")
     print()
     _print_errors(results, sizes)
+    print()
+    _print_accuracy_orders(sizes, device)
     if args.plot is not None:
         print(f"\nplot written to {args.plot}")
     return 0 if identical else 1
@@ -314,6 +316,36 @@ def _print_errors(results: dict[tuple[int, int], _Result], sizes: tuple[int, int
         "differences at the edges, which dominate the maximum; without the edge points the order\n"
         f"with edge_order=1 is: {interior}. With edge_order=2 the edges are second order too."
     )
+
+
+ACCURACIES = (2, 4, 6)
+
+
+def _print_accuracy_orders(sizes: tuple[int, int], device: _Device) -> None:
+    """cugrad's accuracy orders on the same field and grids: error and measured order."""
+    coarse, fine = sizes
+    h_ratio = (fine - 1) / (coarse - 1)
+    errors: dict[tuple[int, int], float] = {}
+    for n in sizes:
+        grid = _Grid.build(n)
+        field, coords = device.put(grid.field), tuple(device.put(c) for c in grid.coords)
+        for acc in ACCURACIES:
+            if n < acc + 1:
+                continue
+            got = cugrad.gradient(field, *coords, accuracy=acc, backend=device.backend)
+            errors[n, acc] = max(float(np.abs(device.get(g) - e).max())
+                                 for g, e in zip(got, grid.exact, strict=True))
+        del grid, field
+    print("cugrad.gradient(f, x, y, z, accuracy=p): max error over all axes, edges included")
+    print(f"  accuracy  {'N=' + str(coarse):>10}  {'N=' + str(fine):>10}  order")
+    for acc in ACCURACIES:
+        if (coarse, acc) not in errors:
+            print(f"  {acc:>8}  (needs at least {acc + 1} points per axis)")
+            continue
+        e0, e1 = errors[coarse, acc], errors[fine, acc]
+        print(f"  {acc:>8}  {e0:10.3e}  {e1:10.3e}  {_order(e0, e1, h_ratio):>5}")
+    print("accuracy 2 is numpy.gradient (edge_order=1 edges); accuracy p >= 4 uses stencils of p+1\n"
+          "points everywhere, off-centre at the edges, so every row, the edges too, has order p.")
 
 
 def _order(coarse_error: float, fine_error: float, h_ratio: float) -> str:
