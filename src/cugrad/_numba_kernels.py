@@ -165,6 +165,50 @@ def _plane(code, kind, nterm, f, src, fstep, fline, wt, wsrc, wstep, o, ob, oste
                 ol[j] = v
                 bad += not (abs(v) < np.inf)
         return bad
+    if kind != DIFF and fstep == 1 and code < 2:
+        # Float data read contiguously: each term in one pass over the line, no gather.
+        fd = as_data(f, o)
+        for line in range(nlines):
+            shift = line * fline
+            for t in range(nterm):
+                w0 = wsrc[t]
+                wl = wt[w0:w0 + count]
+                w = as_type_of(wt[w0], acc)
+                rest = t > 0
+                if kind == COMB:
+                    fp = fd[src[t] + shift:src[t] + shift + count]
+                    if wstep == 0 and rest:
+                        for j in range(count):
+                            acc[j] = acc[j] + w * as_type_of(fp[j], acc)
+                    elif wstep == 0:
+                        for j in range(count):
+                            acc[j] = w * as_type_of(fp[j], acc)
+                    elif rest:
+                        for j in range(count):
+                            acc[j] = acc[j] + as_type_of(wl[j], acc) * as_type_of(fp[j], acc)
+                    else:
+                        for j in range(count):
+                            acc[j] = as_type_of(wl[j], acc) * as_type_of(fp[j], acc)
+                else:
+                    p = src[2 * t] + shift
+                    q = src[2 * t + 1] + shift
+                    fp = fd[p:p + count]
+                    fq = fd[q:q + count]
+                    if wstep == 0 and rest:
+                        for j in range(count):
+                            acc[j] = acc[j] + w * as_type_of(fp[j] - fq[j], acc)
+                    elif wstep == 0:
+                        for j in range(count):
+                            acc[j] = w * as_type_of(fp[j] - fq[j], acc)
+                    elif rest:
+                        for j in range(count):
+                            acc[j] = acc[j] + as_type_of(wl[j], acc) * as_type_of(fp[j] - fq[j],
+                                                                                  acc)
+                    else:
+                        for j in range(count):
+                            acc[j] = as_type_of(wl[j], acc) * as_type_of(fp[j] - fq[j], acc)
+            bad += _store(acc, o, ob + line * oline, ostep, count)
+        return bad
     for line in range(nlines):
         shift = line * fline
         for t in range(nterm):
@@ -195,19 +239,25 @@ def _plane(code, kind, nterm, f, src, fstep, fline, wt, wsrc, wstep, o, ob, oste
                 else:
                     for j in range(count):
                         acc[j] = acc[j] + as_type_of(wl[j], acc) * as_type_of(val[j], acc)
-        # The one rounding into the output dtype.
-        b = ob + line * oline
-        if ostep == 1:
-            ol = o[b:b + count]
-            for j in range(count):
-                v = acc[j]
-                ol[j] = v
-                bad += not (abs(v) < np.inf)
-        else:
-            for j in range(count):
-                v = acc[j]
-                o[b + j * ostep] = v
-                bad += not (abs(v) < np.inf)
+        bad += _store(acc, o, ob + line * oline, ostep, count)
+    return bad
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _store(acc, o, b, ostep, count):
+    """Round ``acc[:count]`` once into the output; returns the count of non-finite values."""
+    bad = 0
+    if ostep == 1:
+        ol = o[b:b + count]
+        for j in range(count):
+            v = acc[j]
+            ol[j] = v
+            bad += not (abs(v) < np.inf)
+    else:
+        for j in range(count):
+            v = acc[j]
+            o[b + j * ostep] = v
+            bad += not (abs(v) < np.inf)
     return bad
 
 
@@ -300,7 +350,7 @@ def axis_slab(f, o, it, wt, c0, c1):
     count3 = hi[3] - lo[3]
     src = np.empty(MAX_OFFSETS, np.int64)
     wsrc = np.empty(MAX_OFFSETS, np.int64)
-    width = max(count3, 1)
+    width = max(count3, nlines, 1)
     acc32 = np.empty(width, np.float32)
     acc64 = np.empty(width, np.float64)
     val = np.empty(width, o.dtype)
@@ -345,8 +395,14 @@ def axis_slab(f, o, it, wt, c0, c1):
                     wrap, cnt = True, 1
                 else:
                     wrap, cnt = False, d1 - d0
-                bad += _region_plane(it, r, f, fb, fk, fs[dl], fk, n, i, wrap, wt, 1, o,
-                                     ob + i * os_[3], os_[3], os_[dl], cnt, nlines, src, wsrc,
-                                     acc32, acc64, val)
+                if cnt == 1:
+                    # One row (an edge row, a wrapped row): its column across the plane's lines
+                    # is the line, so that the loops run over nlines values, not over one.
+                    pf, pl, pc, pn, po, pol, pw = fs[dl], 0, nlines, 1, os_[dl], 0, 0
+                else:
+                    pf, pl, pc, pn, po, pol, pw = fk, fs[dl], cnt, nlines, os_[3], os_[dl], 1
+                bad += _region_plane(it, r, f, fb, pf, pl, fk, n, i, wrap, wt, pw, o,
+                                     ob + i * os_[3], po, pol, pc, pn, src, wsrc, acc32, acc64,
+                                     val)
                 i += cnt
     return bad
