@@ -679,12 +679,10 @@ class _FakeBar:
 
     def reset(self, total=None) -> None:
         self.total, self.n = total, 0
-        self.phases.append([None, total, 0])
+        self.phases.append([self.descriptions[-1] if self.descriptions else None, total, 0])
 
-    def set_description_str(self, text) -> None:
+    def set_description_str(self, text, refresh=True) -> None:
         self.descriptions.append(text)
-        if self.phases and self.phases[-1][0] is None:
-            self.phases[-1][0] = text
 
     def update(self, n) -> None:
         self.n += n
@@ -745,6 +743,7 @@ def test_compute_progress_moves_while_computing_and_counts_the_bytes_written(
     (bar,) = fake_tqdm.bars
     assert bar.closed
     (compute_phase, write_phase) = bar.phases
+    assert compute_phase[0] == "computing the gradient" and write_phase[0] == "writing"
     # Computing: the bar moved between the calls, and ends at its total.
     assert len(set(seen_during_compute)) > 3
     assert compute_phase[1] == compute_phase[2] == 3 * f.nbytes

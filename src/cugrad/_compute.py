@@ -595,8 +595,8 @@ class _Progress:
 
     def phase(self, description: str, total: int | None) -> None:
         if self._bar is not None:
+            self._bar.set_description_str(description, refresh=False)
             self._bar.reset(total=total)
-            self._bar.set_description_str(description)
 
     def describe(self, description: str) -> None:
         if self._bar is not None:
