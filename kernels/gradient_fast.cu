@@ -21,9 +21,11 @@
 //   CG_FORM_DSYM   dsum (1, -1, 2, -2, .. m, -m)        uniform central rows, accuracy 2m
 //   CG_FORM_DCOORD dsum (-m, 0, .. -1, 0, 1, 0, .. m, 0) coordinate central rows, accuracy 2m
 //
-// Axes the lowering cannot express (device coordinates, whose weights and numpy's "evenly
-// spaced" flag live on the device; regions of several compute dtypes; bodies outside the forms)
-// go to the general path.
+// Device coordinates: numpy's "evenly spaced" test lives on the device (`flag`, one byte), and
+// the plan carries both variants; the kernel reads the flag and takes the uniform variant's form
+// and records (`form_alt`, `m_alt`, `recs_alt`; scalar weights) when it is set. Both variants
+// share their body rows. Axes the lowering cannot express (regions of several compute dtypes,
+// bodies outside the forms) go to the general path.
 //
 // Assumptions (checked by cugrad._cupy_backend before launching):
 //   * f and every output are C-contiguous with the same shape; outputs do not overlap f, and
@@ -95,7 +97,15 @@ struct cg_fast_axis {
     unsigned long long out;  // output (data kind), C-contiguous, f's shape
     unsigned long long wrow; // per-row body weights (compute kind) [term][row - b_lo], or 0
     unsigned long long recs; // cg_fast_rec of every non-body row, then the body's
+    unsigned long long flag; // device coordinates: numpy's "evenly spaced" byte, else 0
+    long long form_alt, m_alt;  // the uniform variant's body (when the flag is set)
+    unsigned long long recs_alt;  // the uniform variant's records
 };
+
+// Device coordinates whose values are evenly spaced take the uniform variant.
+CG_FN bool cg_fast_alt(const cg_fast_axis& a) {
+    return a.flag != 0 && __ldg(reinterpret_cast<const unsigned char*>(a.flag)) != 0;
+}
 
 struct cg_fast_params {
     long long W, H, P;         // collapsed geometry
@@ -283,8 +293,10 @@ CG_FN void cg_fast_row(const Tin* f, Idx idx, Idx r, Idx s, bool vec, const cg_f
     const Idx b_hi = (Idx)a.b_hi;
     const bool body = r >= b_lo && r < b_hi;
     const Idx at = body ? b_lo + (n - b_hi) : (r < b_lo ? r : b_lo + (r - b_hi));
-    const cg_fast_rec* rec = reinterpret_cast<const cg_fast_rec*>(a.recs) + at;
-    const C* tab = (body && a.wrow) ? reinterpret_cast<const C*>(a.wrow) + (r - b_lo) : (const C*)0;
+    const bool alt = cg_fast_alt(a);
+    const cg_fast_rec* rec = reinterpret_cast<const cg_fast_rec*>(alt ? a.recs_alt : a.recs) + at;
+    const C* tab = (body && a.wrow && !alt) ? reinterpret_cast<const C*>(a.wrow) + (r - b_lo)
+                                            : (const C*)0;
     const cg_fast_mem<KD, Tin, V, Idx> nb = {f + idx, s, vec, rec};
     const cg_fast_wt<KC, V, Idx> wt = {rec, tab, (Idx)a.wstride, 0};
     C acc[V];
@@ -300,7 +312,9 @@ CG_FN void cg_fast_x_body(const Tin* f, Idx idx, Idx c0, const cg_fast_axis& a,
                           typename cg_num<KD>::value (&res)[V]) {
     typedef typename cg_num<KD>::value D;
     typedef typename cg_num<KC>::value C;
-    const int m = (int)a.m;
+    const bool alt = cg_fast_alt(a);
+    const long long form = alt ? a.form_alt : a.form;
+    const int m = (int)(alt ? a.m_alt : a.m);
     D win[V + 2 * CG_FAST_RMAX];
 #pragma unroll
     for (int l = 0; l < V; ++l) win[CG_FAST_RMAX + l] = own[l];
@@ -311,18 +325,19 @@ CG_FN void cg_fast_x_body(const Tin* f, Idx idx, Idx c0, const cg_fast_axis& a,
         win[CG_FAST_RMAX + V - 1 + k] =
             k <= m ? cg_fast_load1<KD, Tin>(f + idx + (V - 1 + k)) : (D)0;
     }
-    const cg_fast_rec* rec =
-        reinterpret_cast<const cg_fast_rec*>(a.recs) + (a.b_lo + (a.n - a.b_hi));
-    const C* tab = a.wrow ? reinterpret_cast<const C*>(a.wrow) + (c0 - (Idx)a.b_lo) : (const C*)0;
+    const cg_fast_rec* rec = reinterpret_cast<const cg_fast_rec*>(alt ? a.recs_alt : a.recs) +
+                             (a.b_lo + (a.n - a.b_hi));
+    const C* tab = (a.wrow && !alt) ? reinterpret_cast<const C*>(a.wrow) + (c0 - (Idx)a.b_lo)
+                                    : (const C*)0;
     const cg_fast_wt<KC, V, Idx> wt = {rec, tab, (Idx)a.wstride, 1};
     C acc[V];
-    if (a.form == CG_FORM_DIFF) {
+    if (form == CG_FORM_DIFF) {
         const cg_fast_xwin<D, V, CG_FORM_DSYM> nb = {win};
         cg_stencil_k<KD, KC, V, CG_KIND_DIFF, 1, true>(1, nb, wt, acc);
-    } else if (a.form == CG_FORM_COMB3) {
+    } else if (form == CG_FORM_COMB3) {
         const cg_fast_xwin<D, V, CG_FORM_COMB3> nb = {win};
         cg_stencil_k<KD, KC, V, CG_KIND_COMB, 3, true>(3, nb, wt, acc);
-    } else if (a.form == CG_FORM_DSYM) {
+    } else if (form == CG_FORM_DSYM) {
         const cg_fast_xwin<D, V, CG_FORM_DSYM> nb = {win};
         cg_stencil_k<KD, KC, V, CG_KIND_DSUM, CG_FAST_RMAX, true>(m, nb, wt, acc);
     } else {

@@ -74,6 +74,10 @@ _AXIS_FIELDS = [
     ("out", "<u8"),
     ("wrow", "<u8"),
     ("recs", "<u8"),
+    ("flag", "<u8"),
+    ("form_alt", "<i8"),
+    ("m_alt", "<i8"),
+    ("recs_alt", "<u8"),
 ]
 FAST_AXIS_DTYPE = np.dtype(_AXIS_FIELDS)
 # The kernel's cg_fast_params, field for field (every field 8 bytes wide: no padding anywhere).
@@ -339,18 +343,56 @@ def body_form(region: Any) -> tuple[int, int] | None:
 
 
 @dataclass
-class FastAxis:
-    """One axis lowered for the fast path: a body and a record per other row (host values)."""
+class FastVariantRows:
+    """One variant of an axis lowered for the fast path: a body and a record per other row.
 
-    dtype: np.dtype
-    n: int
+    ``records`` hold kinds, offsets and, for host weights, the weights (one per row outside
+    ``[b_lo, b_hi)``, then the body's). Weights that live on the device (device coordinates) are in
+    ``device_weights``, one list per record, and are written into the records on the device.
+    """
+
     b_lo: int
     b_hi: int
     form: int
     m: int
-    table: np.ndarray | None  # compute dtype, (terms, b_hi - b_lo) (body with per-row weights)
-    # one per row outside [b_lo, b_hi), then the body's (its scalar weights, or zeros)
-    records: np.ndarray = field(default_factory=lambda: np.zeros(1, FAST_REC_DTYPE))
+    records: np.ndarray
+    device_weights: list[list[Any]] | None = None
+    table: Any = None  # per-row body weights, compute dtype, (terms, b_hi - b_lo): host or device
+
+
+@dataclass
+class FastAxis:
+    """One axis lowered for the fast path (``alt``: device coordinates' uniform variant)."""
+
+    dtype: np.dtype
+    n: int
+    main: FastVariantRows
+    alt: FastVariantRows | None = None
+    flag: Any = None  # 0-d device bool (numpy's shortcut test), with ``alt``
+
+    @property
+    def b_lo(self) -> int:
+        return self.main.b_lo
+
+    @property
+    def b_hi(self) -> int:
+        return self.main.b_hi
+
+    @property
+    def form(self) -> int:
+        return self.main.form
+
+    @property
+    def m(self) -> int:
+        return self.main.m
+
+    @property
+    def records(self) -> np.ndarray:
+        return self.main.records
+
+    @property
+    def table(self) -> Any:
+        return self.main.table
 
 
 def _region_of(regions: tuple[Any, ...], row: int) -> Any:
@@ -360,37 +402,14 @@ def _region_of(regions: tuple[Any, ...], row: int) -> Any:
     raise ValueError(f"no region holds row {row}")
 
 
-def _row_weights(region: Any, row: int, dtype: np.dtype) -> list[Any]:
-    """The weights of one row of a region, in the compute dtype."""
-    values = []
-    for w in region.weights:
-        if isinstance(w, np.ndarray) and w.ndim == 1:
-            w = w[row - region.start]
-        values.append(host_scalar(w, dtype))
-    return values
+def _row_weight_values(region: Any, row: int) -> list[Any]:
+    """The weights of one row of a region, as the plan holds them (host or device)."""
+    return [w[row - region.start] if getattr(w, "ndim", 0) == 1 else w for w in region.weights]
 
 
-def _all_host(ap: AxisPlan) -> bool:
-    return all(_is_host_value(w) for r in ap.regions for w in r.weights)
-
-
-def lower_fast_axis(ap: AxisPlan, data_dtype: np.dtype) -> FastAxis | None:
-    """The fast path's description of an axis, or None when the axis needs the general path.
-
-    The general path takes device coordinates (both variants and the device flag), regions of
-    several compute dtypes, bodies outside the canonical forms and edges wider than
-    ``FAST_MAX_EDGE`` rows.
-    """
-    if ap.uniform is None or not ap.regions or not _all_host(ap):
-        return None
-    dtypes = {np.dtype(r.dtype) for r in ap.regions}
-    if len(dtypes) != 1:
-        return None
-    (dtype,) = dtypes
-    if dtype not in _kernels.fast_compute_dtypes(data_dtype):
-        return None
-    n = ap.length
-    candidates = [r for r in ap.regions if r.stop > r.start and body_form(r) is not None]
+def _lower_regions(regions: tuple[Any, ...], n: int, dtype: np.dtype) -> FastVariantRows | None:
+    """Body, records and per-row table of one region list; None if the fast path cannot run it."""
+    candidates = [r for r in regions if r.stop > r.start and body_form(r) is not None]
     body = max(candidates, key=lambda r: r.stop - r.start, default=None)
     if body is not None:
         form, m = body_form(body)
@@ -403,38 +422,75 @@ def lower_fast_axis(ap: AxisPlan, data_dtype: np.dtype) -> FastAxis | None:
         form, m, b_lo, b_hi = FORM_DIFF, 1, n, n
     if b_lo > FAST_MAX_EDGE or n - b_hi > FAST_MAX_EDGE:
         return None
-    table = None
     rows = [*range(0, b_lo), *range(b_hi, n)]
     records = np.zeros(len(rows) + 1, FAST_REC_DTYPE)
-    if body is not None:
-        body_rec = records[-1]
-        nterms = region_nterms(body.kind, tuple(body.offsets))
-        body_rec["kind"], body_rec["nterms"] = KIND_CODES[body.kind], nterms
-        body_rec["off"][: len(body.offsets)] = body.offsets
-        if any(isinstance(w, np.ndarray) and w.ndim == 1 for w in body.weights):
-            table = np.empty((len(body.weights), b_hi - b_lo), dtype)
-            for k, w in enumerate(body.weights):
-                if isinstance(w, np.ndarray) and w.ndim == 1:
-                    table[k] = np.asarray(w[b_lo - body.start:b_hi - body.start]).astype(dtype)
-                else:
-                    table[k] = host_scalar(w, dtype)
-        else:
-            body_rec["w"][:nterms] = [float(host_scalar(w, dtype)) for w in body.weights]
+    weights: list[list[Any]] = []
     for i, row in enumerate(rows):
-        region = _region_of(ap.regions, row)
+        region = _region_of(regions, row)
         offsets = list(region.offsets)
         if region.wrap:
             offsets = [(row + o) % n - row for o in offsets]
-        nterms = region_nterms(region.kind, region.offsets)
+        nterms = region_nterms(region.kind, tuple(region.offsets))
         if nterms > MAX_TERMS or len(offsets) > MAX_OFFSETS:
             return None
         if any(not 0 <= row + o < n for o in offsets):
             raise ValueError(f"region {region} reads outside the axis at row {row}")
-        records[i]["kind"] = KIND_CODES[region.kind]
-        records[i]["nterms"] = nterms
+        records[i]["kind"], records[i]["nterms"] = KIND_CODES[region.kind], nterms
         records[i]["off"][: len(offsets)] = offsets
-        records[i]["w"][:nterms] = [float(v) for v in _row_weights(region, row, dtype)]
-    return FastAxis(dtype, n, b_lo, b_hi, form, m, table, records)
+        weights.append(_row_weight_values(region, row))
+    table = None
+    if body is not None:
+        nterms = region_nterms(body.kind, tuple(body.offsets))
+        records[-1]["kind"], records[-1]["nterms"] = KIND_CODES[body.kind], nterms
+        records[-1]["off"][: len(body.offsets)] = body.offsets
+        if any(getattr(w, "ndim", 0) == 1 for w in body.weights):
+            table = [w[b_lo - body.start:b_hi - body.start] if getattr(w, "ndim", 0) == 1
+                     else np.full(b_hi - b_lo, host_scalar(w, dtype)) for w in body.weights]
+            weights.append([])
+        else:
+            weights.append(list(body.weights))
+    else:
+        weights.append([])
+    lowered = FastVariantRows(b_lo, b_hi, form, m, records)
+    if all(_is_host_value(w) for ws in weights for w in ws) and (
+            table is None or all(_is_host_value(t) for t in table)):
+        for rec, ws in zip(records, weights, strict=True):
+            rec["w"][: len(ws)] = [float(host_scalar(w, dtype)) for w in ws]
+        if table is not None:
+            lowered.table = np.stack([np.asarray(t).astype(dtype) for t in table])
+    else:
+        lowered.device_weights = weights
+        lowered.table = table
+    return lowered
+
+
+def lower_fast_axis(ap: AxisPlan, data_dtype: np.dtype) -> FastAxis | None:
+    """The fast path's description of an axis, or None when the axis needs the general path.
+
+    The general path takes regions of several compute dtypes, bodies outside the canonical forms,
+    edges wider than ``FAST_MAX_EDGE`` rows, and device coordinates whose two variants do not
+    share their body rows.
+    """
+    lists = [tuple(ap.regions)]
+    if ap.uniform is None:
+        lists.append(tuple(ap.uniform_variant.regions))
+    if not lists[0]:
+        return None
+    dtypes = {np.dtype(r.dtype) for regions in lists for r in regions}
+    if len(dtypes) != 1:
+        return None
+    (dtype,) = dtypes
+    if dtype not in _kernels.fast_compute_dtypes(data_dtype):
+        return None
+    lowered = [_lower_regions(regions, ap.length, dtype) for regions in lists]
+    if any(v is None for v in lowered):
+        return None
+    if len(lowered) == 1:
+        return FastAxis(dtype, ap.length, lowered[0])
+    main, alt = lowered
+    if (main.b_lo, main.b_hi) != (alt.b_lo, alt.b_hi) or alt.table is not None:
+        return None
+    return FastAxis(dtype, ap.length, main, alt, ap.uniform_flag)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -498,17 +554,56 @@ def select_paths(plan: GradientPlan, f: ArrayInfo, outs: list[ArrayInfo],
 # ------------------------------------------------------------------------------------------------
 
 
-def _device_blob(parts: list[np.ndarray], xp: Any) -> tuple[Any, list[int]]:
-    """Host arrays packed into one upload (16-byte aligned pieces): (device buffer, offsets)."""
+def _device_blob(parts: list[Any], xp: Any) -> tuple[Any, list[int]]:
+    """Arrays packed into one device buffer (16-byte aligned pieces): (buffer, byte offsets).
+
+    Host parts travel in one upload; parts already on the device (device coordinates' weights)
+    are joined on the device, in stream order, so no value goes to the host.
+    """
     offsets, size = [], 0
     for part in parts:
         size = -(-size // 16) * 16
         offsets.append(size)
         size += part.nbytes
-    blob = np.zeros(max(size, 16), np.uint8)
-    for part, at in zip(parts, offsets, strict=True):
-        blob[at:at + part.nbytes] = np.ascontiguousarray(part).view(np.uint8).reshape(-1)
-    return xp.asarray(blob), offsets
+    total = max(-(-size // 16) * 16, 16)
+    if all(isinstance(part, np.ndarray) for part in parts):
+        blob = np.zeros(total, np.uint8)
+        for part, at in zip(parts, offsets, strict=True):
+            blob[at:at + part.nbytes] = np.ascontiguousarray(part).view(np.uint8).reshape(-1)
+        return xp.asarray(blob), offsets
+    pieces, at = [], 0
+    for part, start in zip(parts, offsets, strict=True):
+        if start > at:
+            pieces.append(xp.zeros(start - at, np.uint8))
+        if isinstance(part, np.ndarray):
+            part = xp.asarray(np.ascontiguousarray(part).view(np.uint8).reshape(-1))
+        pieces.append(part.reshape(-1).view(np.uint8))
+        at = start + part.nbytes
+    pieces.append(xp.zeros(total - at, np.uint8))
+    return xp.concatenate(pieces), offsets
+
+
+def _records_part(rows: FastVariantRows, dtype: np.dtype, xp: Any) -> Any:
+    """The records of one variant as a blob part: host bytes, or assembled on the device."""
+    if rows.device_weights is None:
+        return rows.records
+    w_at = FAST_REC_DTYPE.fields["w"][1]
+    raw = rows.records.view(np.uint8).reshape(len(rows.records), FAST_REC_DTYPE.itemsize)
+    pieces = []
+    for k, weights in enumerate(rows.device_weights):
+        values = [v.astype(dtype).astype(np.float64).reshape(1) if not _is_host_value(v)
+                  else xp.asarray(np.array([float(host_scalar(v, dtype))])) for v in weights]
+        values.append(xp.zeros(MAX_TERMS - len(weights), np.float64))
+        pieces.append(xp.asarray(np.ascontiguousarray(raw[k, :w_at])))
+        pieces.append(xp.concatenate(values).view(np.uint8))
+    return xp.concatenate(pieces)
+
+
+def _table_part(rows: FastVariantRows, dtype: np.dtype, xp: Any) -> Any:
+    if isinstance(rows.table, np.ndarray):
+        return rows.table
+    return xp.concatenate([xp.asarray(t) if isinstance(t, np.ndarray) else t
+                           for t in (t.astype(dtype).reshape(-1) for t in rows.table)])
 
 
 def fast_launch_params(plan: GradientPlan, launch: FastLaunch, f: Any, outs: list[Any],
@@ -522,19 +617,19 @@ def fast_launch_params(plan: GradientPlan, launch: FastLaunch, f: Any, outs: lis
                         ("nbr_vec", int(geom.W % launch.variant.vec == 0)), ("xlo", work.xlo),
                         ("xhi", work.xhi), ("f", pointer(f))):
         p[0][name] = value
-    lowered = dict(zip(launch.indices, launch.axes, strict=True))
-    parts: list[np.ndarray] = []
-    for i in launch.indices:
-        fa = lowered[i]
-        parts.append(fa.records)
-        if fa.table is not None:
-            parts.append(fa.table)
+    parts: list[Any] = []
+    for fa in launch.axes:
+        parts.append(_records_part(fa.main, fa.dtype, xp))
+        if fa.main.table is not None:
+            parts.append(_table_part(fa.main, fa.dtype, xp))
+        if fa.alt is not None:
+            parts.append(_records_part(fa.alt, fa.dtype, xp))
     blob, offsets = _device_blob(parts, xp)
     base = pointer(blob)
     at = iter(offsets)
+    keep = [blob]
     planes = 0
-    for i in launch.indices:
-        fa = lowered[i]
+    for i, fa in zip(launch.indices, launch.axes, strict=True):
         role = geom.roles[plan.axes[i]]
         if role.role == "plane":
             slot = p[0]["plane"][planes]
@@ -546,11 +641,17 @@ def fast_launch_params(plan: GradientPlan, launch: FastLaunch, f: Any, outs: lis
         slot["b_lo"], slot["b_hi"], slot["form"], slot["m"] = fa.b_lo, fa.b_hi, fa.form, fa.m
         slot["out"] = pointer(outs[i])
         slot["recs"] = base + next(at)
-        if fa.table is not None:
+        if fa.main.table is not None:
             slot["wrow"] = base + next(at)
-            slot["wstride"] = fa.table.shape[1]
+            slot["wstride"] = fa.b_hi - fa.b_lo
+        if fa.alt is not None:
+            slot["recs_alt"] = base + next(at)
+            slot["form_alt"], slot["m_alt"] = fa.alt.form, fa.alt.m
+            flag = fa.flag.reshape(1)
+            keep.append(flag)
+            slot["flag"] = pointer(flag)
     p[0]["nplanes"] = planes
-    return p, [blob]
+    return p, keep
 
 
 # ------------------------------------------------------------------------------------------------
