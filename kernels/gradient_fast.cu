@@ -55,7 +55,7 @@
 // loads (16-byte when the axis stride keeps V-alignment, `nbr_vec`), which hit L1/L2.
 
 #ifndef CG_FAST_ROWS
-#define CG_FAST_ROWS 2  // rows per vector tile (tuning knob: loads in flight per thread)
+#define CG_FAST_ROWS 2  // rows per vector tile (tuning knob: rows that share one tile decode)
 #endif
 #ifndef CG_FAST_BLOCK
 #define CG_FAST_BLOCK 256  // threads per block (tuning knob)

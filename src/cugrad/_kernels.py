@@ -63,7 +63,7 @@ class FastTuning:
     Attributes
     ----------
     rows_per_thread : int
-        Rows of a vector tile (``CG_FAST_ROWS``): independent loads in flight per thread.
+        Rows of a vector tile (``CG_FAST_ROWS``): rows a thread computes per tile decode.
     min_blocks_per_sm : int
         ``__launch_bounds__`` minimum of resident blocks per SM (``CG_FAST_MIN_BLOCKS``): caps the
         registers per thread at ``65536 / (block * min_blocks_per_sm)``, which must stay at 64 or
