@@ -42,6 +42,7 @@ import importlib.util
 import math
 import os
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -94,10 +95,15 @@ def execute(plan: GradientPlan, f: np.ndarray, outs: list[np.ndarray]) -> bool:
     Returns False, having written nothing or something the caller overwrites, when the NumPy
     backend must compute the call instead. Arguments as :func:`cugrad._numpy_backend.execute`.
     """
+    # Every NumPy-backend call passes here: the common "auto, small array" answer comes first
+    # and costs one environment lookup.
+    engine = os.environ.get(ENGINE_ENV)
+    if (not engine or engine == "auto") and f.size < ENGINE_MIN_ELEMENTS:
+        return False
     engine = requested_engine()
     if engine == "numpy" or not f.size:
         return False
-    if engine == "auto" and (f.size < ENGINE_MIN_ELEMENTS or not available()):
+    if engine == "auto" and not available():
         return False
     if _numpy_backend.fp_events_raise():
         return False
@@ -146,6 +152,8 @@ def _prepare(plan: GradientPlan, f: np.ndarray, outs: list[np.ndarray]) -> _Job 
     dims = [d for d in range(f.ndim) if f.shape[d] > 1]
     if len(dims) > MAX_DIMS:
         return None
+    if not (f.flags.aligned and all(o.flags.aligned for o in outs)):
+        return None  # numba compiles unaligned arrays separately; they are rare
     if any(s % f.itemsize for s in f.strides) or any(
         s % o.itemsize for o in outs for s in o.strides
     ):
@@ -180,6 +188,9 @@ def _prepare(plan: GradientPlan, f: np.ndarray, outs: list[np.ndarray]) -> _Job 
     # Bytes typed uint8 for float data, int8 for integers: see _numba_kernels (one compiled
     # signature for every integer dtype).
     raw = f_flat.view(np.uint8 if f.dtype.kind == "f" else np.int8)
+    # Read-only always: numba types read-only arrays apart, and a second compilation for
+    # read-only inputs (memory maps, xarray data) would cost the first such call seconds.
+    raw.flags.writeable = False
     return _Job(raw, [fl for fl, _, _ in flats], tables, weights, slab_dim_len, slab_rows,
                 (f.dtype, out_dtype))
 
@@ -304,3 +315,51 @@ def _run(job: _Job, size: int) -> int:
         for fut in futures:
             bad += fut.result()
     return bad
+
+
+# --------------------------------------------------------------------------------------------------
+# What `cugrad info` and `cugrad bench` report
+# --------------------------------------------------------------------------------------------------
+
+#: The compiled signatures: (name, bytes dtype, output dtype); see ``_numba_kernels``.
+SIGNATURES = (("float32 data", "uint8", "float32"), ("float64 data", "uint8", "float64"),
+              ("integer data", "int8", "float64"))
+
+
+def info() -> dict[str, Any]:
+    """Describe the engine for ``cugrad info``: availability, choice, numba, cache directory.
+
+    Imports numba when it is installed (not the kernels' compiled code).
+    """
+    try:
+        engine = requested_engine()
+    except ValueError as exc:
+        engine = f"invalid ({exc})"
+    result: dict[str, Any] = {"available": available(), "engine": engine,
+                              "min_elements": ENGINE_MIN_ELEMENTS, "numba": None,
+                              "cache_dir": None}
+    if available():
+        import numba
+
+        result["numba"] = numba.__version__
+        result["cache_dir"] = _kernels().axis_slab._cache._cache_path
+    return result
+
+
+def warm_up() -> dict[str, float]:
+    """Compile (or load from numba's disk cache) every signature; seconds per signature.
+
+    On an empty cache this is the first call's compilation cost; with the cache filled, the
+    loading cost every new process pays once.
+    """
+    from numba import types
+
+    kernel = _kernels().axis_slab
+    seconds = {}
+    for name, raw, out in SIGNATURES:
+        start = time.perf_counter()
+        kernel.compile((types.Array(getattr(types, raw), 1, "C", readonly=True),
+                        types.Array(getattr(types, out), 1, "C"), types.Array(types.int64, 1, "C"),
+                        types.Array(types.float64, 1, "C"), types.int64, types.int64))
+        seconds[name] = time.perf_counter() - start
+    return seconds
