@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default="abcf", help="a, b, c (accuracy), f (first calls)")
     args = parser.parse_args(argv)
     if not _numba_backend.available():
-        print("numba is not installed: pip install 'cugrad[cpu]'")
+        print('numba is not installed: pip install numba (or ".[cpu]" in a cugrad checkout)')
         return 1
     print(f"numpy {np.__version__}, cugrad {cugrad.__version__}, threads "
           f"{_numpy_backend.thread_count()}, load average {os.getloadavg()[0]:.2f} "

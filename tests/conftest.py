@@ -392,7 +392,7 @@ def _cugrad_own_path(monkeypatch: pytest.MonkeyPatch) -> None:
 # ---------------------------------------------------------------------------
 
 ENGINE_MODULES = ("test_parity", "test_stencils")
-NUMBA_MISSING = "numba is not installed (pip install 'cugrad[cpu]')"
+NUMBA_MISSING = "numba is not installed (pip install numba, or '.[cpu]' in a checkout)"
 
 
 @functools.cache

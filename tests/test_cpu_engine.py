@@ -40,7 +40,7 @@ def test_bad_engine_name_is_a_value_error(monkeypatch):
 def test_asking_for_numba_without_it_says_what_to_install(monkeypatch):
     monkeypatch.setenv("CUGRAD_CPU_ENGINE", "numba")
     monkeypatch.setattr(_numba_backend, "available", lambda: False)
-    with pytest.raises(RuntimeError, match=r"pip install \"cugrad\[cpu\]\""):
+    with pytest.raises(RuntimeError, match=r"pip install numba \(or pip install \".\[cpu\]\""):
         cugrad.gradient(np.ones((4, 5)))
     # what the engine does not take still runs (the NumPy backend), numba or not
     f = np.ones((4, 5), np.float16)
@@ -171,3 +171,30 @@ def test_out_overlapping_the_input(monkeypatch):
     out = (buf[0], buf[1])  # out[0] is the input itself
     result = cugrad.gradient(buf[0], 0.5, out=out)
     assert_same(result, expected)
+
+
+@needs_numba
+def test_three_compiled_signatures_serve_every_dtype_layout_and_read_only_input(monkeypatch):
+    monkeypatch.setenv("CUGRAD_CPU_ENGINE", "numba")
+    seconds = _numba_backend.warm_up()
+    assert list(seconds) == [name for name, _, _ in _numba_backend.SIGNATURES]
+    kernel = _numba_backend._kernels().axis_slab
+    before = set(kernel.signatures)
+    assert len(before) == 3
+    f = random_field((9, 8, 7), np.float64, "signatures")
+    read_only = np.asfortranarray(f)[::-1]
+    read_only.flags.writeable = False
+    for g in (f, read_only, f.astype(np.float32), f.astype(np.int32), f.astype(np.uint8)):
+        result, ran = engine_ran(lambda g=g: cugrad.gradient(g, 0.5, accuracy=4))
+        assert ran
+    assert set(kernel.signatures) == before  # no compilation beyond warm_up's
+
+
+@needs_numba
+def test_info_names_numba_and_its_cache(monkeypatch):
+    monkeypatch.setenv("CUGRAD_CPU_ENGINE", "numba")
+    report = _numba_backend.info()
+    assert report["available"] is True and report["engine"] == "numba"
+    assert report["numba"] and report["cache_dir"]
+    monkeypatch.setenv("CUGRAD_CPU_ENGINE", "fast")
+    assert _numba_backend.info()["engine"].startswith("invalid")

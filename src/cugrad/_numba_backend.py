@@ -5,7 +5,8 @@ then a division; products, then sums). This engine executes the same plan (every
 scalar or per-row weights, periodic wrap) computing each output element in one pass from the input
 values, in the operation order :class:`cugrad._plan.Region` defines, so the bits are the NumPy
 backend's and numpy.gradient's (``_numba_kernels`` says how). numba is optional (``pip install
-"cugrad[cpu]"``); without it, and for everything this engine does not take, the NumPy backend runs.
+numba``, or the ``cpu`` extra); without it, and for everything this engine does not take, the NumPy
+backend runs.
 
 Choosing the engine: ``CUGRAD_CPU_ENGINE`` = ``auto`` (the default: this engine when numba is
 installed and the array has at least :data:`ENGINE_MIN_ELEMENTS` elements), ``numba`` (this engine
@@ -116,7 +117,8 @@ def execute(plan: GradientPlan, f: np.ndarray, outs: list[np.ndarray]) -> bool:
     if not available():
         raise RuntimeError(
             f'{ENGINE_ENV}="numba" asks for the compiled CPU engine, but numba is not installed: '
-            'pip install "cugrad[cpu]" (or numba), or unset the variable'
+            'pip install numba (or pip install ".[cpu]" in a cugrad checkout), or unset the '
+            "variable"
         )
     bad = _run(job, f.size)
     global calls
