@@ -275,13 +275,15 @@ def _load_input(path: str, key: str | None) -> np.ndarray:
             raise CommandError(f"cannot read {path}: {_first_line(exc)}") from None
         # A plain ndarray view of the map: cugrad hands ndarray subclasses (np.memmap is one) to
         # numpy.gradient itself, which would forgo the fast path.
-        return array.view(np.ndarray)
+        plain: np.ndarray = array.view(np.ndarray)
+        return plain
     try:
         # Our own handle: np.load leaks the one it opens when the archive is damaged.
         with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as archive:
             names = list(archive.files)
             key = _choose_key(path, names, key)
-            return archive[key]
+            loaded: np.ndarray = archive[key]
+            return loaded
     except CommandError:
         raise
     except Exception as exc:  # noqa: BLE001 - a damaged archive fails in many ways
@@ -474,7 +476,7 @@ def _numpy_warnings_as_lines() -> Iterator[None]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         yield
-    for message in dict.fromkeys(_first_line(w.message) for w in caught):
+    for message in dict.fromkeys(str(w.message).strip().split("\n")[0] for w in caught):
         print(f"{PROG}: warning: {message}", file=sys.stderr)
 
 
