@@ -54,6 +54,7 @@ def test_asking_for_numba_without_it_says_what_to_install(monkeypatch):
 ])
 def test_engine_choice(monkeypatch, engine, size, expected):
     monkeypatch.setattr(_numba_backend, "ENGINE_MIN_ELEMENTS", 1 << 12)
+    _numba_backend.warm_up()  # loaded: the lower threshold applies
     if engine is None:
         monkeypatch.delenv("CUGRAD_CPU_ENGINE", raising=False)
     else:
@@ -188,6 +189,27 @@ def test_three_compiled_signatures_serve_every_dtype_layout_and_read_only_input(
         result, ran = engine_ran(lambda g=g: cugrad.gradient(g, 0.5, accuracy=4))
         assert ran
     assert set(kernel.signatures) == before  # no compilation beyond warm_up's
+
+
+@needs_numba
+@needs_numba
+def test_auto_waits_for_a_large_array_before_loading_numba():
+    # In a fresh process: a middle-sized array stays on the NumPy backend (numba is not imported),
+    # a large one loads the engine, after which the middle-sized one uses it too.
+    code = """if True:
+        import os, sys, numpy as np, cugrad
+        from cugrad import _numba_backend as nb
+        os.environ.pop("CUGRAD_CPU_ENGINE", None)
+        nb.ENGINE_COLD_MIN_ELEMENTS = 1 << 19
+        middle, large = np.ones((64, 64, 64)), np.ones((128, 64, 64))
+        cugrad.gradient(middle)
+        assert nb.calls == 0 and "numba" not in sys.modules
+        cugrad.gradient(large)
+        assert nb.calls == 1
+        cugrad.gradient(middle)
+        assert nb.calls == 2
+    """
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 @needs_numba

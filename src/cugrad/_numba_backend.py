@@ -9,9 +9,10 @@ numba``, or the ``cpu`` extra); without it, and for everything this engine does 
 backend runs.
 
 Choosing the engine: ``CUGRAD_CPU_ENGINE`` = ``auto`` (the default: this engine when numba is
-installed and the array has at least :data:`ENGINE_MIN_ELEMENTS` elements), ``numba`` (this engine
-whenever it supports the call, at any size; ``RuntimeError`` when numba is missing) or ``numpy``
-(never). The NumPy backend always runs, whatever the choice, for:
+installed and the array has at least :data:`ENGINE_MIN_ELEMENTS` elements, or
+:data:`ENGINE_COLD_MIN_ELEMENTS` before the kernels are loaded in the process), ``numba`` (this
+engine whenever it supports the call, at any size; ``RuntimeError`` when numba is missing) or
+``numpy`` (never). The NumPy backend always runs, whatever the choice, for:
 
 * dtypes other than float32/float64/integer data with float32/float64 compute dtypes (float16,
   complex, longdouble), byte-swapped data or outputs, strides that are not whole elements, more
@@ -54,9 +55,13 @@ from cugrad._plan import GradientPlan, Region
 ENGINE_ENV = "CUGRAD_CPU_ENGINE"
 ENGINES = ("auto", "numba", "numpy")
 #: Under ``auto``, arrays with fewer elements stay on the NumPy backend: below this the engine's
-#: table building and thread start cost about what they save, and the first call of a process pays
-#: numba's import (about half a second) even when the kernels come from the disk cache.
+#: table building and thread start cost about what they save.
 ENGINE_MIN_ELEMENTS = 1 << 18
+#: ... and until the kernels are loaded in this process, arrays with fewer elements than this: the
+#: first use costs about a second even when numba's disk cache holds the compiled code (numba's
+#: import, then LLVM's start-up while loading it), which only pays on large arrays. Loading
+#: happens at the first call above this size, or with :func:`warm_up`.
+ENGINE_COLD_MIN_ELEMENTS = 1 << 22
 #: Input bytes per slab (a slab, its halo and the matching output rows stay in a core's L2).
 SLAB_BYTES = 1 << 20
 #: Below this many elements a call runs on the calling thread alone.
@@ -104,7 +109,8 @@ def execute(plan: GradientPlan, f: np.ndarray, outs: list[np.ndarray]) -> bool:
     engine = requested_engine()
     if engine == "numpy" or not f.size:
         return False
-    if engine == "auto" and not available():
+    if engine == "auto" and (not available() or (
+            f.size < ENGINE_COLD_MIN_ELEMENTS and not _kernels.cache_info().currsize)):
         return False
     if _numpy_backend.fp_events_raise():
         return False
@@ -344,7 +350,9 @@ def info() -> dict[str, Any]:
         import numba
 
         result["numba"] = numba.__version__
-        result["cache_dir"] = _kernels().axis_slab._cache._cache_path
+        # numba keeps the directory on the dispatcher's cache object (private; hence getattr).
+        cache = getattr(_kernels().axis_slab, "_cache", None)
+        result["cache_dir"] = getattr(cache, "_cache_path", None)
     return result
 
 
