@@ -27,8 +27,9 @@ engine whenever it supports the call, at any size; ``RuntimeError`` when numba i
 
 Compilation happens on first use (never at import), once per (input dtype, output dtype) pair, and
 is cached on disk by numba (``cache=True``: next to this module when that is writable, else in
-numba's user cache directory; ``NUMBA_CACHE_DIR`` overrides), so later processes load it in
-milliseconds. ``import cugrad`` never imports numba.
+numba's user cache directory; ``NUMBA_CACHE_DIR`` overrides), so later processes load it instead
+(about a second for the first signature, numba's import and LLVM's start-up included; tens of
+milliseconds for the others). ``import cugrad`` never imports numba.
 
 Threads: the slab dim (the one with the largest stride) is cut into slabs of about
 :data:`SLAB_BYTES` of input; workers (``CUGRAD_NUM_THREADS``, the NumPy backend's count, the
@@ -140,11 +141,13 @@ def execute(plan: GradientPlan, f: np.ndarray, outs: list[np.ndarray]) -> bool:
 
 
 class _Job:
-    __slots__ = ("f", "outs", "tables", "weights", "slab_dim_len", "slab_rows", "key")
+    """A call's flat views, per-axis tables and weights, and its slab split."""
 
-    def __init__(self, f, outs, tables, weights, slab_dim_len, slab_rows, key):
+    __slots__ = ("f", "outs", "tables", "weights", "slab_dim_len", "slab_rows")
+
+    def __init__(self, f, outs, tables, weights, slab_dim_len, slab_rows):
         self.f, self.outs, self.tables, self.weights = f, outs, tables, weights
-        self.slab_dim_len, self.slab_rows, self.key = slab_dim_len, slab_rows, key
+        self.slab_dim_len, self.slab_rows = slab_dim_len, slab_rows
 
 
 def _prepare(plan: GradientPlan, f: np.ndarray, outs: list[np.ndarray]) -> _Job | None:
@@ -199,8 +202,7 @@ def _prepare(plan: GradientPlan, f: np.ndarray, outs: list[np.ndarray]) -> _Job 
     # Read-only always: numba types read-only arrays apart, and a second compilation for
     # read-only inputs (memory maps, xarray data) would cost the first such call seconds.
     raw.flags.writeable = False
-    return _Job(raw, [fl for fl, _, _ in flats], tables, weights, slab_dim_len, slab_rows,
-                (f.dtype, out_dtype))
+    return _Job(raw, [fl for fl, _, _ in flats], tables, weights, slab_dim_len, slab_rows)
 
 
 def _flat(a: np.ndarray, slot: dict[int, int]) -> tuple[np.ndarray, int, list[int]]:
@@ -239,8 +241,8 @@ def _record(region: Region, out_dtype: np.dtype, wbase: int, wvalues: list[np.nd
     values = []
     for w in region.weights:
         if isinstance(w, np.ndarray) and w.ndim == 1:
-            if len(w) != rows or w.dtype.kind not in "iuf":
-                return None
+            if len(w) != rows or not np.can_cast(w.dtype, dtype, "safe"):
+                return None  # (the plan's compute dtype always holds its weights exactly)
             value = w.astype(dtype).astype(np.float64)
         else:
             value = _scalar_weight(w, dtype)
