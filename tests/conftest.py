@@ -388,10 +388,10 @@ def _cugrad_own_path(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # ---------------------------------------------------------------------------
-# CPU engines: the parity and stencil suites run on the NumPy backend and on the compiled engine
+# CPU engines: the parity, stencil and property suites run on the NumPy backend and the compiled engine
 # ---------------------------------------------------------------------------
 
-ENGINE_MODULES = ("test_parity", "test_stencils")
+ENGINE_MODULES = ("test_parity", "test_stencils", "test_properties")
 NUMBA_MISSING = "numba is not installed (pip install numba, or '.[cpu]' in a checkout)"
 
 

@@ -4,6 +4,7 @@ slabs, floating-point events). The parity and stencil suites also run on it (con
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import warnings
@@ -28,7 +29,8 @@ def test_import_cugrad_does_not_import_numba():
     code = ("import sys, numpy as np, cugrad; cugrad.gradient(np.arange(10.0)); "
             "cugrad.gradient(np.ones((4, 5)), out=(np.empty((4, 5)), np.empty((4, 5)))); "
             "assert 'numba' not in sys.modules, 'numba imported'")
-    subprocess.run([sys.executable, "-c", code], check=True)
+    env = {k: v for k, v in os.environ.items() if k != "CUGRAD_CPU_ENGINE"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
 
 
 def test_bad_engine_name_is_a_value_error(monkeypatch):
