@@ -388,7 +388,7 @@ def _cugrad_own_path(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # ---------------------------------------------------------------------------
-# CPU engines: the parity, stencil and property suites run on the NumPy backend and the compiled engine
+# CPU engines: the parity, stencil and property suites run on both the NumPy backend and numba
 # ---------------------------------------------------------------------------
 
 ENGINE_MODULES = ("test_parity", "test_stencils", "test_properties")
