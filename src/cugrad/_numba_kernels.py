@@ -170,11 +170,34 @@ def _plane(code, kind, nterm, f, src, fstep, fline, wt, wsrc, wstep, o, ob, oste
         fd = as_data(f, o)
         for line in range(nlines):
             shift = line * fline
-            for t in range(nterm):
+            t = 0
+            while t < nterm:
                 w0 = wsrc[t]
                 wl = wt[w0:w0 + count]
                 w = as_type_of(wt[w0], acc)
                 rest = t > 0
+                if kind == DSUM and wstep == 0 and t + 1 < nterm:
+                    # Two terms per pass (higher orders with scalar weights), still summed left
+                    # to right: (acc + w0*d0) + w1*d1, or w0*d0 + w1*d1 for the first two.
+                    w1 = as_type_of(wt[wsrc[t + 1]], acc)
+                    p = src[2 * t] + shift
+                    q = src[2 * t + 1] + shift
+                    fp = fd[p:p + count]
+                    fq = fd[q:q + count]
+                    p = src[2 * t + 2] + shift
+                    q = src[2 * t + 3] + shift
+                    gp = fd[p:p + count]
+                    gq = fd[q:q + count]
+                    if rest:
+                        for j in range(count):
+                            acc[j] = ((acc[j] + w * as_type_of(fp[j] - fq[j], acc))
+                                      + w1 * as_type_of(gp[j] - gq[j], acc))
+                    else:
+                        for j in range(count):
+                            acc[j] = (w * as_type_of(fp[j] - fq[j], acc)
+                                      + w1 * as_type_of(gp[j] - gq[j], acc))
+                    t += 2
+                    continue
                 if kind == COMB:
                     fp = fd[src[t] + shift:src[t] + shift + count]
                     if wstep == 0 and rest:
@@ -207,6 +230,7 @@ def _plane(code, kind, nterm, f, src, fstep, fline, wt, wsrc, wstep, o, ob, oste
                     else:
                         for j in range(count):
                             acc[j] = as_type_of(wl[j], acc) * as_type_of(fp[j] - fq[j], acc)
+                t += 1
             bad += _store(acc, o, ob + line * oline, ostep, count)
         return bad
     for line in range(nlines):
