@@ -115,6 +115,7 @@ def measure(repeat: int) -> dict:
         "date": datetime.date.today().isoformat(),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "cpus": len(__import__("os").sched_getaffinity(0)),
+        "cpu_engine": __import__("os").environ.get("CUGRAD_CPU_ENGINE", "auto"),
         "shape": [N, N, N],
         "dtype": "float32",
         "repeat": repeat,
@@ -132,7 +133,8 @@ def measure(repeat: int) -> dict:
 def report(doc: dict) -> str:
     lines = [
         f"cugrad.gradient, {N}^3 float32, all axes, scalar spacing, out= "
-        f"({doc['cpus']} CPUs, {doc['repeat']} interleaved rounds)",
+        f"({doc['cpus']} CPUs, CUGRAD_CPU_ENGINE={doc['cpu_engine']}, {doc['repeat']} interleaved "
+        "rounds)",
         f"{'configuration':<18}{'min ms':>9}{'median ms':>11}{'min/acc2':>10}{'median/acc2':>13}",
     ]
     for r in doc["rows"]:
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.save:
         out = Path(__file__).resolve().parent / "results"
-        stem = out / f"accuracy-{doc['date']}"
+        stem = out / f"accuracy-{doc['cpu_engine']}-{doc['date']}"
         stem.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
         stem.with_suffix(".txt").write_text(text + "\n", encoding="utf-8")
         print(f"saved {stem.with_suffix('.json').name} and {stem.with_suffix('.txt').name}")
