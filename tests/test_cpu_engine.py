@@ -222,3 +222,24 @@ def test_info_names_numba_and_its_cache(monkeypatch):
     assert report["numba"] and report["cache_dir"]
     monkeypatch.setenv("CUGRAD_CPU_ENGINE", "fast")
     assert _numba_backend.info()["engine"].startswith("invalid")
+
+
+@needs_numba
+def test_kernels_that_cannot_load_leave_auto_on_the_numpy_backend(monkeypatch):
+    # e.g. numba finds no writable cache directory for cache=True functions
+    def fail():
+        raise RuntimeError("cannot cache function: no locator available")
+
+    monkeypatch.setattr(_numba_backend, "_kernels", fail)
+    monkeypatch.setattr(_numba_backend, "_load_error", None)
+    monkeypatch.setattr(_numba_backend, "ENGINE_MIN_ELEMENTS", 1)
+    monkeypatch.setattr(_numba_backend, "ENGINE_COLD_MIN_ELEMENTS", 1)
+    monkeypatch.setenv("CUGRAD_CPU_ENGINE", "auto")
+    f = random_field((20, 30), np.float64, "load error")
+    result, ran = engine_ran(lambda: cugrad.gradient(f, 0.5))
+    assert not ran
+    assert_same(result, np.gradient(f, 0.5))
+    assert "no locator" in _numba_backend.info()["load_error"]
+    monkeypatch.setenv("CUGRAD_CPU_ENGINE", "numba")
+    with pytest.raises(RuntimeError, match="NUMBA_CACHE_DIR"):
+        cugrad.gradient(f, 0.5)

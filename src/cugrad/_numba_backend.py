@@ -127,6 +127,14 @@ def execute(plan: GradientPlan, f: np.ndarray, outs: list[np.ndarray]) -> bool:
             'pip install numba (or pip install ".[cpu]" in a cugrad checkout), or unset the '
             "variable"
         )
+    if _load() is None:
+        if engine == "numba":
+            raise RuntimeError(
+                f"numba could not load the compiled CPU engine here ({_load_error!r}); when no "
+                "cache directory is writable, set NUMBA_CACHE_DIR to one, or set "
+                f'{ENGINE_ENV}="numpy"'
+            ) from _load_error
+        return False  # auto: the NumPy backend (``cugrad info`` shows why)
     bad = _run(job, f.size)
     global calls
     calls += 1
@@ -278,6 +286,27 @@ def _scalar_weight(w: Any, dtype: np.dtype) -> float | None:
 # --------------------------------------------------------------------------------------------------
 
 
+#: Why the kernels could not be loaded in this process (None: not tried, or loaded).
+_load_error: BaseException | None = None
+
+
+def _load() -> Any:
+    """Return the kernels module, or None (remembering why) when numba cannot load it here.
+
+    numba refuses ``cache=True`` functions when it finds no writable cache directory (a read-only
+    install without a writable home directory, unless ``NUMBA_CACHE_DIR`` is set); a broken numba
+    install fails the same way. Under ``auto`` the NumPy backend then computes every call.
+    """
+    global _load_error
+    if _load_error is not None:
+        return None
+    try:
+        return _kernels()
+    except Exception as exc:
+        _load_error = exc
+        return None
+
+
 @functools.cache
 def _kernels() -> Any:
     """Import the kernels module (and numba); compiled code comes from numba's disk cache."""
@@ -337,7 +366,7 @@ SIGNATURES = (("float32 data", "uint8", "float32"), ("float64 data", "uint8", "f
 
 
 def info() -> dict[str, Any]:
-    """Describe the engine for ``cugrad info``: availability, choice, numba, cache directory.
+    """Describe the engine for ``cugrad info``: availability, choice, numba, cache, load error.
 
     Imports numba when it is installed (not the kernels' compiled code).
     """
@@ -347,14 +376,18 @@ def info() -> dict[str, Any]:
         engine = f"invalid ({exc})"
     result: dict[str, Any] = {"available": available(), "engine": engine,
                               "min_elements": ENGINE_MIN_ELEMENTS, "numba": None,
-                              "cache_dir": None}
+                              "cache_dir": None, "load_error": None}
     if available():
         import numba
 
         result["numba"] = numba.__version__
-        # numba keeps the directory on the dispatcher's cache object (private; hence getattr).
-        cache = getattr(_kernels().axis_slab, "_cache", None)
-        result["cache_dir"] = getattr(cache, "_cache_path", None)
+        kernels = _load()
+        if kernels is None:
+            result["load_error"] = repr(_load_error)
+        else:
+            # numba keeps the directory on the dispatcher's cache object (private; hence getattr).
+            cache = getattr(kernels.axis_slab, "_cache", None)
+            result["cache_dir"] = getattr(cache, "_cache_path", None)
     return result
 
 
