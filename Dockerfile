@@ -31,7 +31,8 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:${PATH} \
-    CUPY_CACHE_DIR=/var/cache/cupy
+    CUPY_CACHE_DIR=/var/cache/cupy \
+    NUMBA_CACHE_DIR=/var/cache/cupy/numba
 
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \

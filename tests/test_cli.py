@@ -1197,3 +1197,13 @@ def test_demo_shows_the_accuracy_orders_converging_at_their_order(capsys) -> Non
         orders[int(acc)] = float(order)
     # accuracy 2 is numpy's (first-order edges dominate); p >= 4 converge at about p
     assert orders[2] < 1.5 and orders[4] > 3.4 and orders[6] > 5.2, orders
+
+
+def test_info_reports_the_cpu_engine(capsys) -> None:
+    code, out, _ = run_cli(capsys, "info")
+    assert code == 0
+    line = next(x for x in out.splitlines() if x.startswith("CPU engine:"))
+    if importlib.util.find_spec("numba") is None:
+        assert "numba not installed" in line
+    else:
+        assert "CUGRAD_CPU_ENGINE=" in line and "compiled code cached in" in line

@@ -127,6 +127,8 @@ def test_build_checks_the_kernels_compile_and_the_cache_is_a_volume() -> None:
     steps = instructions()
     env = " ".join(rest for kw, rest in steps if kw == "ENV")
     assert "CUPY_CACHE_DIR=/var/cache/cupy" in env
+    # the compiled CPU engine caches on the same volume (site-packages is not writable there)
+    assert "NUMBA_CACHE_DIR=/var/cache/cupy/numba" in env
     compile_at = index_of("RUN", "cugrad compile")
     compile_step = steps[compile_at][1]
     assert "--arch" in compile_step

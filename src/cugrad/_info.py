@@ -69,6 +69,24 @@ def kernel_cache_dir() -> tuple[str, bool]:
     return os.path.expanduser(configured or DEFAULT_CUPY_CACHE_DIR), bool(configured)
 
 
+def cpu_engine_description() -> str:
+    """Whether the compiled CPU engine (numba) runs host calls here, and where it caches."""
+    from cugrad import _numba_backend
+
+    try:
+        e = _numba_backend.info()  # imports numba when it is installed; compiles nothing
+    except Exception as exc:  # noqa: BLE001 - a report line, never a crash of `cugrad info`
+        return f"unknown ({type(exc).__name__}: {exc})"
+    if not e["available"]:
+        return ('numba not installed (pip install numba, or ".[cpu]" in a checkout): the NumPy '
+                "backend computes every host call")
+    if e["load_error"]:
+        return (f"numba {e['numba']} cannot load its kernels ({e['load_error']}): set "
+                "NUMBA_CACHE_DIR to a writable directory")
+    return (f"numba {e['numba']}, CUGRAD_CPU_ENGINE={e['engine']} (auto from "
+            f"{e['min_elements']:,} elements), compiled code cached in {e['cache_dir']}")
+
+
 def collect() -> dict[str, Any]:
     """Gather every fact the report shows, as plain JSON-able data."""
     usable, reason = _backend.gpu_status()
@@ -84,6 +102,7 @@ def collect() -> dict[str, Any]:
         "gpu_reason": reason,
         "devices": [],
         "numpy_backend": numpy_backend_description(),
+        "cpu_engine": cpu_engine_description(),
         "optional": optional_versions(),
     }
     if importlib.util.find_spec("cupy") is not None:
@@ -299,6 +318,7 @@ def format_report(facts: dict[str, Any]) -> str:
         state = "does not exist yet" if files is None else f"{files} files"
         lines.append(f"kernel cache:   {facts['kernel_cache_dir']} ({how}; {state})")
     lines.append(f"NumPy backend:  {facts['numpy_backend']}")
+    lines.append(f"CPU engine:     {facts['cpu_engine']}")
     return "\n".join(lines)
 
 
