@@ -129,7 +129,7 @@ def _axis_gradient(f: Any, plan: GradientPlan, ap: AxisPlan, upload: bool) -> An
     from dask.base import tokenize
     from dask.highlevelgraph import HighLevelGraph
 
-    k, n = ap.axis, ap.length
+    k = ap.axis
     bounds = [0, *np.cumsum(f.chunks[k]).tolist()]
     token = tokenize(f.name, k, plan.edge_order, plan.data_dtype, plan.out_dtype, ap, upload)
     name = f"cugrad-gradient-axis{k}-{token}"

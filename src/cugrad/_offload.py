@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from cugrad import _backend, _numpy_backend
+from cugrad import _numpy_backend
 from cugrad._plan import AxisPlan, GradientPlan
 
 BUDGET_ENV_VAR = "CUGRAD_OFFLOAD_BUDGET_BYTES"

@@ -59,6 +59,7 @@ def gradient_magnitude(
     *varargs, axis, edge_order
         As for :func:`cugrad.gradient`.
     {shared}
+
     Returns
     -------
     ndarray
@@ -102,6 +103,7 @@ def divergence(
     edge_order
         As for :func:`cugrad.gradient`.
     {shared}
+
     Returns
     -------
     ndarray
@@ -204,6 +206,7 @@ def laplacian(
     *varargs, axis
         As for :func:`cugrad.gradient` (spacing relative to the axes in ``axis``).
     {shared}
+
     Returns
     -------
     ndarray
