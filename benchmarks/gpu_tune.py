@@ -97,7 +97,8 @@ def accuracy_costs(cp: Any, side: int, reps: int, copy: float) -> tuple[list[dic
                 exact = all(np.array_equal(cp.asnumpy(g), w) for g, w in zip(got, want,
                                                                              strict=True))
                 mismatches += not exact
-                t = _time(cp, lambda o=options: cugrad.gradient(big, 0.5, out=outs, **o), reps)
+                t = _time(cp, lambda o=options, f=big, out=outs: cugrad.gradient(f, 0.5, out=out,
+                                                                                  **o), reps)
                 gbps = nbytes / t / 1e9
                 base = gbps if (acc, boundary) == (2, "edge") else base
                 row = {"dtype": dtype, "accuracy": acc, "boundary": boundary, "exact": exact,
@@ -186,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
                     mismatches += 1
                     row["error"] = "differs from the default tuning"
                 else:
-                    t = _time(cp, lambda t=tuning: _cupy_backend.execute(plan, f, outs, tuning=t),
-                              args.reps)
+                    t = _time(cp, lambda t=tuning, p=plan, f=f, o=outs: _cupy_backend.execute(
+                        p, f, o, tuning=t), args.reps)
                     row.update(median_s=t, gbps=nbytes / t / 1e9, copy_fraction=nbytes / t / 1e9
                                / copy)
             except Exception as exc:  # noqa: BLE001 - one failing configuration ends nothing
