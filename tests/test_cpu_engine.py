@@ -181,7 +181,7 @@ def test_three_compiled_signatures_serve_every_dtype_layout_and_read_only_input(
     monkeypatch.setenv("CUGRAD_CPU_ENGINE", "numba")
     seconds = _numba_backend.warm_up()
     assert list(seconds) == [name for name, _, _ in _numba_backend.SIGNATURES]
-    kernel = _numba_backend._kernels().axis_slab
+    kernel = _numba_backend._kernels().slab_axes
     before = set(kernel.signatures)
     assert len(before) == 3
     f = random_field((9, 8, 7), np.float64, "signatures")
@@ -189,6 +189,9 @@ def test_three_compiled_signatures_serve_every_dtype_layout_and_read_only_input(
     read_only.flags.writeable = False
     for g in (f, read_only, f.astype(np.float32), f.astype(np.int32), f.astype(np.uint8)):
         result, ran = engine_ran(lambda g=g: cugrad.gradient(g, 0.5, accuracy=4))
+        assert ran
+    for axis in (0, (2, 1), (0, 1, 2)):  # any number of axes: one signature
+        result, ran = engine_ran(lambda axis=axis: cugrad.gradient(f, 0.5, axis=axis))
         assert ran
     assert set(kernel.signatures) == before  # no compilation beyond warm_up's
 

@@ -318,16 +318,20 @@ def _kernels() -> Any:
 
 
 def _run(job: _Job, size: int) -> int:
-    """Compute every axis of every slab; returns the count of non-finite values written."""
-    kernel = _kernels().axis_slab
+    """Compute every axis of every slab; returns whether a non-finite value was written."""
+    kernel = _kernels().slab_axes
     n, rows = job.slab_dim_len, job.slab_rows
     count = math.ceil(n / rows)
-    work = list(zip(job.outs, job.tables, job.weights, strict=True))
+    nax = len(job.outs)
+    # One compiled signature for any axis count: the tuple always holds MAX_DIMS outputs (the
+    # kernel reads the first ``nax``), the tables and weights are rows of one array each.
+    outs = tuple(job.outs) + (job.outs[0],) * (MAX_DIMS - nax)
+    tables = _rows(job.tables, np.int64)
+    weights = _rows(job.weights, np.float64)
     f = job.f
 
     def slab(i: int) -> int:
-        c0, c1 = i * rows, min(n, (i + 1) * rows)
-        return sum(kernel(f, o, it, wt, c0, c1) for o, it, wt in work)
+        return kernel(f, outs, tables, weights, nax, i * rows, min(n, (i + 1) * rows))
 
     workers = 1 if size < PARALLEL_MIN_ELEMENTS else min(_numpy_backend.thread_count(), count)
     if workers == 1:
@@ -354,6 +358,14 @@ def _run(job: _Job, size: int) -> int:
         for fut in futures:
             bad += fut.result()
     return bad
+
+
+def _rows(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+    """The 1-D arrays ``parts`` as the rows of one 2-D array, zero-padded to one length."""
+    table = np.zeros((len(parts), max(len(p) for p in parts)), dtype)
+    for row, part in zip(table, parts, strict=True):
+        row[:len(part)] = part
+    return table
 
 
 # --------------------------------------------------------------------------------------------------
@@ -386,7 +398,7 @@ def info() -> dict[str, Any]:
             result["load_error"] = repr(_load_error)
         else:
             # numba keeps the directory on the dispatcher's cache object (private; hence getattr).
-            cache = getattr(kernels.axis_slab, "_cache", None)
+            cache = getattr(kernels.slab_axes, "_cache", None)
             result["cache_dir"] = getattr(cache, "_cache_path", None)
     return result
 
@@ -397,14 +409,20 @@ def warm_up() -> dict[str, float]:
     On an empty cache this is the first call's compilation cost; with the cache filled, the
     loading cost every new process pays once.
     """
-    from numba import types
-
-    kernel = _kernels().axis_slab
+    kernel = _kernels().slab_axes
     seconds = {}
     for name, raw, out in SIGNATURES:
         start = time.perf_counter()
-        kernel.compile((types.Array(getattr(types, raw), 1, "C", readonly=True),
-                        types.Array(getattr(types, out), 1, "C"), types.Array(types.int64, 1, "C"),
-                        types.Array(types.float64, 1, "C"), types.int64, types.int64))
+        kernel.compile(signature(raw, out))
         seconds[name] = time.perf_counter() - start
     return seconds
+
+
+def signature(raw: str, out: str) -> tuple[Any, ...]:
+    """The argument types of :func:`_numba_kernels.slab_axes` for one of :data:`SIGNATURES`."""
+    from numba import types
+
+    output = types.Array(getattr(types, out), 1, "C")
+    return (types.Array(getattr(types, raw), 1, "C", readonly=True),
+            types.UniTuple(output, MAX_DIMS), types.Array(types.int64, 2, "C"),
+            types.Array(types.float64, 2, "C"), types.int64, types.int64, types.int64)

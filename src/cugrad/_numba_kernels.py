@@ -1,10 +1,10 @@
 """The numba kernels of the compiled CPU engine (imported on first use; see ``_numba_backend``).
 
-One kernel, :func:`axis_slab`, writes the derivative along one axis for the rows ``[c0, c1)`` of
-the slab dim, reading each input value where it lies (no copy, no full-size temporary). Arrays
-arrive as flat 1-D views of their memory (the input as bytes) plus element strides and the input's
-dtype code in a table, so one compiled signature serves every layout (C, Fortran, views, negative
-strides) and every rank up to four. There are three signatures: float32 data, float64 data, and
+One kernel, :func:`slab_axes`, writes the derivatives along the requested axes for the rows
+``[c0, c1)`` of the slab dim, reading each input value where it lies (no copy, no full-size
+temporary). Arrays arrive as flat 1-D views of their memory (the input as bytes) plus element
+strides and the input's dtype code in a table, so one compiled signature serves every layout (C,
+Fortran, views, negative strides), every rank up to four and any number of axes. There are three signatures: float32 data, float64 data, and
 every integer dtype at once (bytes typed int8, each integer dtype a branch of the loads), because
 numba's compile time (seconds per signature) is what a first call pays.
 
@@ -19,7 +19,7 @@ fused multiply-add, so every operation rounds as numpy's ufunc loops do. ``error
 division by zero gives IEEE infinities and NaNs, as in numpy, instead of raising.
 
 Floating-point events (division by zero, overflow, invalid) are not reported by compiled code: the
-kernel returns how many non-finite values it wrote, so that the caller can recompute with the NumPy
+kernel returns whether it wrote a non-finite value, so that the caller can recompute with the NumPy
 backend (which reports them as numpy does) when the caller's ``np.errstate`` asks for reports.
 """
 
@@ -146,9 +146,9 @@ def _plane(code, kind, nterm, f, src, fstep, fline, wt, wsrc, wstep, o, ob, oste
     (numpy's interior with scalar spacing, the commonest case) is one fused loop; every other
     case goes term by term through the line buffers ``val`` (data dtype) and ``acc`` (running
     sums), which stay in L1, in simple loops that LLVM vectorises (a fused or strided variant of
-    each would multiply numba's compile time). Returns the count of non-finite values written.
+    each would multiply numba's compile time). Returns whether a non-finite value was written.
     """
-    bad = 0
+    bad = False
     if kind == DIFF and fstep == 1 and ostep == 1 and wstep == 0 and code < 2:
         # (code < 2: float data, whose dtype is the output's; integer data goes through _gather.)
         fd = as_data(f, o)
@@ -163,7 +163,7 @@ def _plane(code, kind, nterm, f, src, fstep, fline, wt, wsrc, wstep, o, ob, oste
             for j in range(count):
                 v = as_type_of(as_type_of(fp[j], o) - as_type_of(fq[j], o), acc) / w
                 ol[j] = v
-                bad += not (abs(v) < np.inf)
+                bad |= not (abs(v) < np.inf)
         return bad
     if kind != DIFF and fstep == 1 and code < 2:
         # Float data read contiguously: each term in one pass over the line, no gather.
@@ -231,7 +231,7 @@ def _plane(code, kind, nterm, f, src, fstep, fline, wt, wsrc, wstep, o, ob, oste
                         for j in range(count):
                             acc[j] = as_type_of(wl[j], acc) * as_type_of(fp[j] - fq[j], acc)
                 t += 1
-            bad += _store(acc, o, ob + line * oline, ostep, count)
+            bad |= _store(acc, o, ob + line * oline, ostep, count)
         return bad
     for line in range(nlines):
         shift = line * fline
@@ -263,25 +263,25 @@ def _plane(code, kind, nterm, f, src, fstep, fline, wt, wsrc, wstep, o, ob, oste
                 else:
                     for j in range(count):
                         acc[j] = acc[j] + as_type_of(wl[j], acc) * as_type_of(val[j], acc)
-        bad += _store(acc, o, ob + line * oline, ostep, count)
+        bad |= _store(acc, o, ob + line * oline, ostep, count)
     return bad
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _store(acc, o, b, ostep, count):
-    """Round ``acc[:count]`` once into the output; returns the count of non-finite values."""
-    bad = 0
+    """Round ``acc[:count]`` once into the output; returns whether one is not finite."""
+    bad = False
     if ostep == 1:
         ol = o[b:b + count]
         for j in range(count):
             v = acc[j]
             ol[j] = v
-            bad += not (abs(v) < np.inf)
+            bad |= not (abs(v) < np.inf)
     else:
         for j in range(count):
             v = acc[j]
             o[b + j * ostep] = v
-            bad += not (abs(v) < np.inf)
+            bad |= not (abs(v) < np.inf)
     return bad
 
 
@@ -343,20 +343,51 @@ def _plane_in_impl(bits, code, kind, nterm, f, src, fstep, fline, wt, wsrc, ws, 
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def axis_slab(f, o, it, wt, c0, c1):
-    """Write the derivative along one axis for the rows ``[c0, c1)`` of the slab dim.
+def slab_axes(f, outs, tables, weights, nax, c0, c1):
+    """Write the derivatives along ``nax`` axes for the rows ``[c0, c1)`` of the slab dim.
 
-    ``f`` and ``o`` are flat views of the input's and the output's memory; ``it`` the axis table
-    (see ``HEADER``/``RECORD``), ``wt`` its weights (float64 values of the compute dtypes). Dim 3
-    is the line (the innermost loop); a plane is every line along dim ``L`` (2, or 1 when dim 2
-    is differentiated), so one call of the inner code covers many lines. Returns the count of
-    non-finite values written.
+    ``f`` is a flat view of the input's memory (bytes, see ``CODES``), ``outs[a]`` a flat view of
+    axis ``a``'s output, ``tables[a]`` its table (see ``HEADER``/``RECORD``) and ``weights[a]``
+    its weights (float64 values of the compute dtypes), rows padded to one length. The rows go
+    one at a time, every axis for a row before the next row (a 1-D array's slab dim is its line,
+    which goes whole): the input rows that a row's stencils read are then still in cache for
+    the next axis, so the input comes from memory about once, not once per axis. (Blocks
+    smaller than a row measured slower: the inner code's cost per call outweighs what L1/L2
+    saves.) Returns whether a non-finite value was written.
     """
+    it0 = tables[0]
+    width = max(it0[0], it0[1], it0[2], it0[3], 1)
     lo = np.zeros(4, np.int64)
     hi = np.empty(4, np.int64)
     fs = np.empty(4, np.int64)
     os_ = np.empty(4, np.int64)
+    src = np.empty(MAX_OFFSETS, np.int64)
+    wsrc = np.empty(MAX_OFFSETS, np.int64)
+    acc32 = np.empty(width, np.float32)
+    acc64 = np.empty(width, np.float64)
+    val = np.empty(width, outs[0].dtype)
+    step = c1 - c0 if it0[15] == 3 else 1
+    bad = False
+    for r0 in range(c0, c1, step):
+        r1 = min(r0 + step, c1)
+        for a in range(nax):
+            bad |= _axis_rows(f, outs[a], tables[a], weights[a], r0, r1, lo, hi, fs, os_, src,
+                              wsrc, acc32, acc64, val)
+    return bad
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _axis_rows(f, o, it, wt, c0, c1, lo, hi, fs, os_, src, wsrc, acc32, acc64, val):
+    """Write the derivative along one axis for the rows ``[c0, c1)`` of the slab dim.
+
+    ``it`` is the axis table, ``wt`` its weights; the other arrays are scratch space of
+    :func:`slab_axes` (index bounds, strides, offsets, line buffers). Dim 3 is the line (the
+    innermost loop); a plane is every line along dim ``L`` (2, or 1 when dim 2 is
+    differentiated), so one call of the inner code covers many lines. Returns
+    whether a non-finite value was written.
+    """
     for d in range(4):
+        lo[d] = 0
         hi[d] = it[d]
         fs[d] = it[4 + d]
         os_[d] = it[9 + d]
@@ -372,17 +403,12 @@ def axis_slab(f, o, it, wt, c0, c1):
     db = 2 if dl == 1 else 1
     nlines = hi[dl] - lo[dl]
     count3 = hi[3] - lo[3]
-    src = np.empty(MAX_OFFSETS, np.int64)
-    wsrc = np.empty(MAX_OFFSETS, np.int64)
-    width = max(count3, nlines, 1)
-    acc32 = np.empty(width, np.float32)
-    acc64 = np.empty(width, np.float64)
-    val = np.empty(width, o.dtype)
-    bad = 0
+    bad = False
     if nlines <= 0 or count3 <= 0:
         return bad
     for ia in range(lo[da], hi[da]):
-        for ib in range(lo[db], hi[db]):
+        ib = lo[db]
+        while ib < hi[db]:
             fb = it[8] + ia * fs[da] + ib * fs[db] + lo[dl] * fs[dl]
             ob = it[13] + ia * os_[da] + ib * os_[db] + lo[dl] * os_[dl]
             if k < 3:
@@ -391,10 +417,27 @@ def axis_slab(f, o, it, wt, c0, c1):
                 r = 0
                 while not (it[HEADER + RECORD * r] <= row < it[HEADER + RECORD * r + 1]):
                     r += 1
-                wrap = it[HEADER + RECORD * r + 4] != 0
-                bad += _region_plane(it, r, f, fb - row * fk + lo[3] * fs[3], fs[3], fs[dl], fk,
-                                     n, row, wrap, wt, 0, o, ob + lo[3] * os_[3], os_[3], os_[dl],
-                                     count3, nlines, src, wsrc, acc32, acc64, val)
+                rec = HEADER + RECORD * r
+                wrap = it[rec + 4] != 0
+                cnt = 1
+                if k == db and nlines == 1 and it[rec + 6] == 0:
+                    # A plane of one line (slab_axes goes row by row): the following rows of the
+                    # same region with scalar weights whose reads stay inside the axis are the
+                    # plane's lines instead (line l reads rows row + l + offset), so that one
+                    # call covers them.
+                    d1 = min(it[rec + 1], hi[db], n - it[rec + 9])
+                    if row >= -it[rec + 8] and d1 > row + 1:
+                        cnt = d1 - row
+                        wrap = False
+                if cnt > 1:
+                    bad |= _region_plane(it, r, f, fb - row * fk + lo[3] * fs[3], fs[3], fk, fk,
+                                         n, row, wrap, wt, 0, o, ob + lo[3] * os_[3], os_[3],
+                                         os_[db], count3, cnt, src, wsrc, acc32, acc64, val)
+                else:
+                    bad |= _region_plane(it, r, f, fb - row * fk + lo[3] * fs[3], fs[3], fs[dl],
+                                         fk, n, row, wrap, wt, 0, o, ob + lo[3] * os_[3], os_[3],
+                                         os_[dl], count3, nlines, src, wsrc, acc32, acc64, val)
+                ib += cnt
                 continue
             # The differentiated dim is the line: each region covers part of it. Rows whose reads
             # stay inside the axis go as one block; on a periodic axis the rows near the ends
@@ -425,8 +468,9 @@ def axis_slab(f, o, it, wt, c0, c1):
                     pf, pl, pc, pn, po, pol, pw = fs[dl], 0, nlines, 1, os_[dl], 0, 0
                 else:
                     pf, pl, pc, pn, po, pol, pw = fk, fs[dl], cnt, nlines, os_[3], os_[dl], 1
-                bad += _region_plane(it, r, f, fb, pf, pl, fk, n, i, wrap, wt, pw, o,
+                bad |= _region_plane(it, r, f, fb, pf, pl, fk, n, i, wrap, wt, pw, o,
                                      ob + i * os_[3], po, pol, pc, pn, src, wsrc, acc32, acc64,
                                      val)
                 i += cnt
+            ib += 1
     return bad
