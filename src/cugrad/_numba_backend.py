@@ -161,6 +161,8 @@ class _Job:
 def _prepare(plan: GradientPlan, f: np.ndarray, outs: list[np.ndarray]) -> _Job | None:
     """Build the flat views and axis tables of a call; None when the engine does not take it."""
     out_dtype = plan.out_dtype
+    if not outs:
+        return None  # (axis=(): nothing to compute)
     if f.dtype not in _CODES or not f.dtype.isnative or out_dtype not in _FLOATS:
         return None
     if not out_dtype.isnative or any(o.dtype != out_dtype or o.shape != f.shape for o in outs):
