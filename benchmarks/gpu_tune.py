@@ -14,6 +14,10 @@ Then, with the default knobs, accuracy 2, 4 and 8 with one-sided and periodic en
 target: accuracy 4 and 8 at least 85% of accuracy 2's GB/s), each checked against the NumPy
 backend first.
 
+Then each derived operator (gradient magnitude, divergence, curl, Laplacian; one fused launch each,
+issue 12's target: 85% of the copy bandwidth for the bytes it must move, (k + 1) x n x itemsize for
+k inputs and one output), checked bit for bit against the NumPy backend first.
+
 Planned to finish within 3 minutes on an H200 (about 60 kernels to compile, 6 cases x 27
 configurations to time); ``--budget-s`` stops timing new configurations when it runs out. Without a
 usable GPU it says so and exits 0: there is nothing to measure.
@@ -108,6 +112,62 @@ def accuracy_costs(cp: Any, side: int, reps: int, copy: float) -> tuple[list[dic
                 print(f"  {dtype:<8} acc {acc} {boundary:<8} {gbps:8.1f} GB/s "
                       f"{row['of_accuracy_2']:5.2f}{'' if exact else '  MISMATCH'}")
         del big, outs
+        cp.get_default_memory_pool().free_all_blocks()
+    return rows, mismatches
+
+
+OPERATOR_TARGET = 0.85  # issue 12: each fused operator at 85% of the copy bandwidth
+
+
+def operator_bytes(op: str, n: int, itemsize: int) -> int:
+    """Bytes a fused operator must move: each of its k inputs read once and each output written
+    once, (k + 1) x n x itemsize for the one-output operators (3-D curl: (3 + 3) x n x itemsize)."""
+    sources = {"gradient_magnitude": 1, "laplacian": 1, "divergence": 3, "curl": 3}[op]
+    outputs = 3 if op == "curl" else 1
+    return (sources + outputs) * n * itemsize
+
+
+def operator_costs(cp: Any, side: int, reps: int, copy: float) -> tuple[list[dict], int]:
+    """GB/s of each derived operator (one fused launch each) against the device copy.
+
+    Each is first checked bit for bit against the NumPy backend on 64^3 (the issue's
+    definition), then timed on ``side``^3 with its result preallocated (out=).
+    """
+    import cugrad
+
+    calls = {
+        "gradient_magnitude": lambda F, **k: cugrad.gradient_magnitude(F[0], 0.5, **k),
+        "divergence": lambda F, **k: cugrad.divergence(F, 0.5, **k),
+        "curl": lambda F, **k: cugrad.curl(F, 0.5, stack=True, **k),
+        "laplacian": lambda F, **k: cugrad.laplacian(F[0], 0.5, **k),
+    }
+    rows, mismatches = [], 0
+    print(f"\nderived operators, one fused launch each, 3-D (GB/s of inputs read + outputs "
+          f"written; target {OPERATOR_TARGET:.0%} of copy):")
+    for dtype in DTYPES:
+        rng = np.random.default_rng(3)
+        small = [rng.standard_normal((64,) * 3).astype(dtype) for _ in range(3)]
+        big = [cp.asarray(np.random.default_rng(4 + i).standard_normal((side,) * 3)
+                          .astype(dtype)) for i in range(3)]
+        for op, call in calls.items():
+            want = call(small, backend="numpy")
+            got = cp.asnumpy(call([cp.asarray(s) for s in small]))
+            exact = bool(np.array_equal(got, want))
+            mismatches += not exact
+            out = cp.empty(((3,) if op == "curl" else ()) + big[0].shape, dtype)
+            t = _time(cp, lambda c=call, f=big, o=out: c(f, out=o), reps)
+            nbytes = operator_bytes(op, big[0].size, big[0].itemsize)
+            gbps = nbytes / t / 1e9
+            row = {"operator": op, "dtype": dtype, "side": side, "exact": exact, "median_s": t,
+                   "bytes": nbytes, "gbps": gbps, "copy_fraction": gbps / copy,
+                   "meets_target": gbps / copy >= OPERATOR_TARGET}
+            rows.append(row)
+            print(f"  {dtype:<8} {op:<19} {t * 1e3:8.3f} ms {gbps:8.1f} GB/s "
+                  f"{row['copy_fraction']:5.2f} of copy"
+                  f"{'' if row['meets_target'] else '  below target'}"
+                  f"{'' if exact else '  MISMATCH'}")
+            del out
+        del big
         cp.get_default_memory_pool().free_all_blocks()
     return rows, mismatches
 
@@ -231,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"block={best_overall[2]} ({scores[best_overall]:.1f} GB/s)")
     accuracy_rows, accuracy_mismatches = accuracy_costs(cp, args.side, args.reps, copy)
     mismatches += accuracy_mismatches
+    operator_rows, operator_mismatches = operator_costs(cp, args.side, args.reps, copy)
+    mismatches += operator_mismatches
     elapsed = time.perf_counter() - started
     print(f"\n{len(timed)} timings, {mismatches} mismatches, {elapsed:.0f} s")
     if args.json:
@@ -238,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             json.dump({"device": device, "copy_gbps": copy, "side": args.side,
                        "default": dataclasses.asdict(DEFAULT_TUNING),
                        "best_overall": best_overall, "seconds": elapsed, "results": results,
-                       "accuracy": accuracy_rows},
+                       "accuracy": accuracy_rows, "operators": operator_rows},
                       fh, indent=2)
         print(f"written to {args.json}")
     return 1 if mismatches else 0

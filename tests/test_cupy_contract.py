@@ -390,3 +390,123 @@ def test_parameter_block_matches_the_kernel_structs(compiled):
 def test_the_layout_check_catches_swapped_fields(compiled):
     error = compiled["layout-wrong"]
     assert isinstance(error, Exception) and "cg_fast_params.nsl: order" in str(error), error
+
+
+# ------------------------------------------------------------------------------------------------
+# The fused derived operators: ElementwiseKernel with several sources and outputs
+# ------------------------------------------------------------------------------------------------
+
+
+def operator_cases() -> list[tuple[str, Any, list[np.ndarray], bool]]:
+    """(id, operator plan, sources, stacked outputs): the kinds of operands the fused kernel
+    receives (float16 bits, integer input, complex, views, several outputs, two compute dtypes)."""
+    from cugrad import _operators
+
+    def plan(kind, sources, varargs=(), edge_order=1, **options):
+        options = {"accuracy": 2, "boundary": "edge", "period": None, **options}
+        return _operators._plan(kind, sources[0], len(sources), varargs, None, edge_order, options)
+
+    S = (9, 10, 11)
+    f32 = [_data(S, np.float32, f"op{i}") for i in range(3)]
+    f16 = np.asfortranarray(_data(S, np.float16, "op-f16"))
+    i16 = [_data((7, 9), np.float64, f"op-i{i}").astype(np.int16)[::-1, :] for i in range(2)]
+    c128 = _data((7, 9), np.complex128, "op-c")
+    f32_2d = _data((7, 9), np.float32, "op-int8")
+    return [
+        ("curl3-f32-stacked", plan("curl", f32, (0.5, _coords(10, "op"), 2.0), 2), f32, True),
+        ("magnitude-f16-F", plan("magnitude", [f16]), [f16], False),
+        ("divergence-i16-reversed", plan("divergence", i16, (), 2), i16, False),
+        ("laplacian-c128-acc4-periodic", plan("laplacian", [c128], (0.5,), accuracy=4,
+                                              boundary="periodic"), [c128], False),
+        ("magnitude-f32-two-dtypes", plan("magnitude", [f32_2d], (np.int8(3),)), [f32_2d], False),
+    ]
+
+
+def operator_code(case_id: str, plan, sources: list[np.ndarray], stacked: bool) -> tuple[Any, str]:
+    """What ElementwiseKernel.__call__ does with the fused kernel's operands, up to the code."""
+    cp = cupy_internals()
+    k = cp._kernel
+    count = len(plan.outputs)
+    if stacked:
+        block = np.zeros((count,) + plan.shape, plan.out_dtype)
+        outs = [block[i] for i in range(count)]
+    else:
+        order = "F" if sources[0].flags.f_contiguous and not sources[0].flags.c_contiguous else "C"
+        outs = [np.zeros(plan.shape, plan.out_dtype, order=order) for _ in range(count)]
+    variant = cb.operator_variant(plan, sources[0].dtype)
+    args = cb.operator_args(plan, sources, np)
+    out_args = [cb._bits(o) for o in outs]
+    in_params = k._get_param_info(variant.in_params(), True)
+    out_params = k._get_param_info(variant.out_params(), False)
+    assert len(in_params) == len(args) and len(out_params) == len(out_args), case_id
+    params = in_params + out_params + k._get_param_info("CIndexer _ind", False)
+    in_dtypes = tuple(a.dtype if isinstance(a, np.ndarray) else None for a in args)
+    in_types, _, type_map = k._decide_params_type(in_params, out_params, in_dtypes,
+                                                  tuple(o.dtype for o in out_args))
+    arginfos = []
+    for a, t in zip(args, in_types, strict=True):
+        if isinstance(a, np.ndarray):
+            arginfos.append(k._ArgInfo(ARG_NDARRAY, cp.cupy.ndarray, a.dtype, a.ndim,
+                                       bool(a.flags.c_contiguous), True))
+        else:
+            scalar = cp._scalar.CScalar(a)
+            scalar.apply_dtype(t)
+            assert np.dtype(scalar.dtype) == np.dtype(t) and scalar.value == a, (case_id, a, t)
+            arginfos.append(k._ArgInfo(ARG_SCALAR, cp._scalar.CScalar, np.dtype(t), 0, True,
+                                       True))
+    ndim = _reduced_out_ndim(out_args[0])
+    for o in out_args:
+        arginfos.append(k._ArgInfo(ARG_NDARRAY, cp.cupy.ndarray, o.dtype, ndim, ndim == 1, True))
+    arginfos.append(k._ArgInfo(ARG_INDEXER, cp._carray.Indexer, None, ndim, True, True))
+    code = k._get_elementwise_kernel_code(tuple(arginfos), type_map, params, variant.operation(),
+                                          variant.name, _kernels.operator_preamble())
+    return variant, code
+
+
+@pytest.fixture(scope="session")
+def operator_codes() -> dict[str, tuple[Any, str]]:
+    return {cid: operator_code(cid, plan, sources, stacked)
+            for cid, plan, sources, stacked in operator_cases()}
+
+
+@pytest.fixture(scope="session")
+def operators_compiled_by_cupy(operator_codes) -> Any:
+    """Every case's kernel in one program (the preamble once), through CuPy's NVRTC path."""
+    preamble = _kernels.operator_preamble()
+    parts = []
+    for k, (variant, code) in enumerate(operator_codes.values()):
+        head, kernel = code.split(preamble)
+        if not parts:
+            parts.append(head + preamble)
+        parts.append(kernel.replace(f"void {variant.name}(", f"void {variant.name}_{k}(", 1))
+    with cupy_arch():
+        try:
+            return cupy_nvrtc("\n".join(parts))
+        except Exception as exc:  # noqa: BLE001 - the test looks at it
+            if re.search(r"cannot open source file|could not open source file", str(exc)):
+                pytest.skip("CuPy cannot find the CUDA headers it needs to compile: "
+                            f"{str(exc).splitlines()[0]}")
+            return exc
+
+
+@pytest.mark.parametrize("case_id", [c[0] for c in operator_cases()])
+def test_operator_operands_pass_cupys_type_decision(operator_codes, case_id):
+    variant, code = operator_codes[case_id]
+    signature = code[code.index('extern "C"'):].splitlines()[0]
+    for s in range(variant.sources):
+        assert re.search(rf"const CArray<.+?, \d+, \d, \d> f{s},", signature), signature
+    for o in range(len(variant.outputs)):  # every output indexed with the element index
+        assert re.search(rf"CArray<.+?, \d+, \d, \d> _raw_out{o},", signature), signature
+        assert re.search(rf"&out{o} = _raw_out{o}\[_ind.get\(\)\]", code), code
+    if variant.in_dtype == np.float16:
+        assert "CArray<unsigned short," in signature.split(" f0,")[0]
+    if variant.data_dtype.kind == "c":
+        assert "complex<" in signature
+    assert variant.operation() in code
+
+
+def test_operator_kernels_compile_with_cupys_options(operators_compiled_by_cupy):
+    result = operators_compiled_by_cupy
+    assert not isinstance(result, Exception), result
+    cubin, _ = result
+    assert isinstance(cubin, bytes) and len(cubin) > 1000

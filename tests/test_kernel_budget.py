@@ -177,3 +177,76 @@ def test_register_report(budget, capsys):
                 r = budget[(v.name, arch)]
                 cells.append(f"{r.registers:3d} ({r.spill_stores}/{r.spill_loads})")
             print(f"  {v.name:52s} {' | '.join(cells)}")
+
+
+# ------------------------------------------------------------------------------------------------
+# The fused derived operators (kernels/operators.cuh), sm_90 (the H100/H200 generation)
+# ------------------------------------------------------------------------------------------------
+
+OPERATOR_ARCH = 90
+
+
+@pytest.fixture(scope="session")
+def operator_budget() -> dict[str, KernelReport]:
+    """ptxas's report and the PTX of each representative operator variant (extern "C" names)."""
+    from test_kernels_nvrtc import operator_harness
+
+    from cugrad import _compile, _cupy_backend
+
+    try:
+        nvrtc = _compile.NVRTC()
+    except _compile.NVRTCError as exc:
+        pytest.skip(f"the NVRTC library cannot be loaded: {exc}")
+    if OPERATOR_ARCH not in nvrtc.supported_archs():
+        pytest.skip(f"this NVRTC cannot target sm_{OPERATOR_ARCH}")
+    variants = _cupy_backend.representative_operator_variants()
+    halves = [variants[0::2], variants[1::2]]  # two programs, one per thread
+    options = (f"-arch=sm_{OPERATOR_ARCH}", *_kernels.COMPILE_OPTIONS, "-ftz=true",
+               "--ptxas-options=-v")
+
+    def one(k: int) -> tuple[str, str]:
+        return nvrtc._build(operator_harness(halves[k]), options, f"operators_{k}.cu",
+                            want_ptx=True)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(one, range(2)))
+    reports = {}
+    for log, ptx in results:
+        info, entries = parse_ptxas(log), split_ptx(ptx)
+        for name, r in info.items():
+            reports[name] = KernelReport(r["registers"], r["stack"], r["spill_stores"],
+                                         r["spill_loads"], r["lmem"], entries[name])
+    assert set(reports) == {v.name for v in variants}
+    return reports
+
+
+def _operator_names() -> list[str]:
+    from cugrad import _cupy_backend
+
+    return [v.name for v in _cupy_backend.representative_operator_variants()]
+
+
+@pytest.mark.parametrize("name", _operator_names())
+def test_operator_variants_do_not_spill(operator_budget, name):
+    r = operator_budget[name]
+    what = f"{name} sm_{OPERATOR_ARCH}: {r}"
+    assert r.spill_stores == 0 and r.spill_loads == 0, what
+    assert r.stack == 0 and r.lmem == 0, what
+    assert "ld.local" not in r.ptx and "st.local" not in r.ptx, what
+    ops = set(_FLOAT_OP.findall(r.ptx))
+    assert not [o for o in ops if ".ftz" in o], ops
+    fused = {o for o in ops if o.startswith(("fma", "mad"))}
+    if re.search(r"_c(?:64|128)_", name) and _kernels.numpy_cmul_is_fused():
+        assert fused <= {"fma.rn.f32", "fma.rn.f64"}, fused  # numpy's own complex multiply
+    else:
+        assert not fused, fused
+
+
+def test_operator_register_report(operator_budget, capsys):
+    """The numbers, for the record (``pytest -m kernel_budget -s``)."""
+    with capsys.disabled():
+        print(f"\nfused operator registers (spill stores/loads, stack) per variant: "
+              f"sm_{OPERATOR_ARCH}")
+        for name, r in operator_budget.items():
+            print(f"  {name:72s} {r.registers:3d} ({r.spill_stores}/{r.spill_loads}, "
+                  f"{r.stack})")

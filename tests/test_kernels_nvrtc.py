@@ -74,7 +74,7 @@ def test_the_programs_instantiate_every_variant():
 
 
 def _float_instructions(ptx: str) -> set[str]:
-    return set(re.findall(r"\b(?:add|sub|mul|div|fma|mad|cvt|neg|abs|setp|min|max)"
+    return set(re.findall(r"\b(?:add|sub|mul|div|fma|mad|cvt|neg|abs|setp|min|max|sqrt)"
                           r"(?:\.[a-z0-9]+)*\.f(?:16|32|64)\b[a-z0-9.]*", ptx))
 
 
@@ -133,3 +133,139 @@ def test_cli_rejects_a_bad_arch_list():
     with pytest.raises(SystemExit) as info:
         _compile.main(["--arch", "ampere"])
     assert info.value.code == 2
+
+
+# ------------------------------------------------------------------------------------------------
+# The fused derived operators (kernels/operators.cuh): a representative set of variants
+# ------------------------------------------------------------------------------------------------
+
+
+# Raw arrays as CuPy's CArray<T, ndim> has them for ElementwiseKernel: the ndim is a template
+# argument, so the index loop unrolls and the shape and strides stay in registers (a run-time ndim,
+# as _compile's general-path stand-in has, would put them in local memory).
+_FIXED_NDIM_ARRAY = """
+template <class T, int ND>
+struct cg_check_carray {
+    T* data;
+    long long shape[ND];
+    long long strides[ND];
+    __device__ T& operator[](long long i) const {
+        long long off = 0;
+#pragma unroll
+        for (int d = ND - 1; d > 0; --d) {
+            off += strides[d] * (i % shape[d]);
+            i /= shape[d];
+        }
+        off += strides[0] * i;
+        return *reinterpret_cast<T*>(reinterpret_cast<char*>(data) + off);
+    }
+};
+"""
+OPERATOR_NDIM = 3  # 2-D cases run as 3-D ones with a leading axis of length 1
+
+
+def operator_harness(variants=None) -> str:
+    """The operator preamble and one ``extern "C"`` kernel per variant running its generated
+    operation over a grid-stride loop, with CuPy's parameter names (sources and outputs as raw
+    strided arrays of a compile-time ndim, the tables as pointers, as the general path's harness
+    has them)."""
+    from cugrad import _cupy_backend
+
+    storage = _compile._CHECK_STORAGE
+    lines = [_kernels.operator_preamble(), _compile._GENERAL_SUPPORT, _FIXED_NDIM_ARRAY]
+    for v in variants if variants is not None else _cupy_backend.representative_operator_variants():
+        params, body = [], []
+        for p in v.in_params().split(", "):
+            words = p.split()
+            if words[0] != "raw":
+                params.append(f"long long {words[1]}")
+            elif re.fullmatch(r"f\d+", words[2]):
+                params.append(f"cg_check_carray<{storage[np.dtype(words[1])]}, {OPERATOR_NDIM}> "
+                              f"{words[2]}")
+            else:
+                params.append(f"const {storage[np.dtype(words[1])]}* {words[2]}")
+        for p in v.out_params().split(", "):
+            type_name, name = p.split()
+            t = storage[np.dtype(type_name)]
+            params.append(f"cg_check_carray<{t}, {OPERATOR_NDIM}> emu_{name}")
+            body.append(f"        {t}& {name} = emu_{name}[i];")
+        lines.append(
+            f'extern "C" __global__ void {v.name}({", ".join(params)}, long long size) {{\n'
+            "    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < size;\n"
+            "         i += (long long)gridDim.x * blockDim.x) {\n"
+            + "\n".join(body) + "\n" + v.operation() + "\n    }\n}"
+        )
+    return "\n".join(lines)
+
+
+def operator_jobs() -> dict[int, list]:
+    """Which representative operator variants each architecture compiles: every variant for one
+    architecture, every architecture at least one variant (each fused kernel inlines the general
+    path's element function once per term, so a 3-D curl costs NVRTC several seconds; all of them
+    for all architectures would add minutes to this module)."""
+    from cugrad import _cupy_backend
+
+    jobs: dict[int, list] = {arch: [] for arch in ARCHS}
+    for j, v in enumerate(_cupy_backend.representative_operator_variants()):
+        jobs[ARCHS[j % len(ARCHS)]].append(v)
+    return jobs
+
+
+@pytest.fixture(scope="session")
+def operators_compiled(nvrtc: _compile.NVRTC) -> dict[str, str | None]:
+    """The operator harness of each architecture's variants, on threads; None or NVRTC's error."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(job: tuple[int, list]) -> tuple[str, str | None]:
+        arch, variants = job
+        try:
+            nvrtc.compile(operator_harness(variants), (f"-arch=sm_{arch}",
+                                                       *_kernels.COMPILE_OPTIONS),
+                          name=f"cugrad_operators_sm{arch}.cu")
+        except _compile.NVRTCError as exc:
+            return f"sm_{arch}", str(exc)
+        return f"sm_{arch}", None
+
+    with ThreadPoolExecutor(max_workers=len(ARCHS)) as pool:
+        return dict(pool.map(one, operator_jobs().items()))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_operator_variants_compile(operators_compiled, arch):
+    assert operators_compiled[f"sm_{arch}"] is None, operators_compiled[f"sm_{arch}"]
+
+
+def test_every_operator_variant_compiles_for_some_architecture():
+    from cugrad import _cupy_backend
+
+    jobs = operator_jobs()
+    assert all(jobs.values())
+    assert sorted(v.name for vs in jobs.values() for v in vs) == sorted(
+        v.name for v in _cupy_backend.representative_operator_variants())
+
+
+def test_operator_harness_has_each_operator_kind_per_dtype():
+    from cugrad import _cupy_backend
+
+    variants = _cupy_backend.representative_operator_variants()
+    harness = operator_harness(variants)
+    for v in variants:
+        assert f"__global__ void {v.name}(" in harness
+    kinds = {(v.out_dtype.name, tuple(c for c, _ in v.outputs)) for v in variants}
+    for dtype in ("float32", "float64"):
+        for structure in (("magnitude",), ("sum",), ("difference",) * 3, ("difference",)):
+            assert (dtype, structure) in kinds, (dtype, structure)
+
+
+def test_operator_arithmetic_is_ieee_under_cupys_flush_to_zero(nvrtc):
+    """The operators' own operations (the products, sums and the square root) are explicit .rn
+    instructions without .ftz, never fused."""
+    from cugrad import _cupy_backend
+
+    variants = [v for v in _cupy_backend.representative_operator_variants()
+                if any(c == "magnitude" for c, _ in v.outputs) and v.out_dtype.kind == "f"]
+    options = ("-arch=compute_90", *_kernels.COMPILE_OPTIONS, "-ftz=true")
+    ops = _float_instructions(nvrtc.ptx(operator_harness(variants), options))
+    assert {"sqrt.rn.f32", "sqrt.rn.f64"} <= ops, ops
+    assert not [i for i in ops if ".ftz" in i or ".approx" in i], ops
+    assert not [i for i in ops if i.startswith(("fma", "mad"))], ops

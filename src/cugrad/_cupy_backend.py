@@ -52,7 +52,7 @@ from cugrad._kernels import (
     MAX_TERMS,
     FastTuning,
 )
-from cugrad._plan import AxisPlan, GradientPlan
+from cugrad._plan import AxisPlan, GradientPlan, OperatorPlan
 
 # Byte extent from which element indices need 64 bits (cupyx's _util._get_inttype rule).
 INT32_LIMIT = 2**31
@@ -764,6 +764,78 @@ def general_args(f: Any, out: Any, ap: AxisPlan, lo: int, hi: int, f_start: int,
 
 
 # ------------------------------------------------------------------------------------------------
+# The fused derived operators' arguments (one launch per operator, operators.cuh)
+# ------------------------------------------------------------------------------------------------
+
+
+def operator_axes(plan: OperatorPlan) -> list[AxisPlan]:
+    """Return the distinct axis plans of an operator's terms, in order of first use.
+
+    Each is one region table set of the kernel (3-D curl differentiates each axis twice, with the
+    same tables).
+    """
+    seen: dict[int, AxisPlan] = {}
+    for output in plan.outputs:
+        for term in output.terms:
+            seen.setdefault(id(term.axis_plan), term.axis_plan)
+    return list(seen.values())
+
+
+def operator_variant(plan: OperatorPlan, in_dtype: Any) -> _kernels.OperatorVariant:
+    """Return the kernel that runs ``plan`` on sources of ``in_dtype`` (dtypes, structure)."""
+    axes = operator_axes(plan)
+    index = {id(ap): a for a, ap in enumerate(axes)}
+    outputs = tuple((o.combine, tuple((t.source, index[id(t.axis_plan)]) for t in o.terms))
+                    for o in plan.outputs)
+    return _kernels.OperatorVariant(np.dtype(in_dtype), np.dtype(plan.data_dtype),
+                                    np.dtype(plan.out_dtype), plan.sources,
+                                    tuple(general_slots(ap) for ap in axes), outputs)
+
+
+def operator_args(plan: OperatorPlan, sources: list[Any], xp: Any) -> tuple[Any, ...]:
+    """Return the operands of the fused kernel, in the order of ``OperatorVariant.in_params``.
+
+    The sources, then per axis table set the general path's tables (:func:`general_tables`), the
+    axis length and the product of the dimensions after it.
+    """
+    args: list[Any] = [_bits(s) for s in sources]
+    for ap in operator_axes(plan):
+        args += [*general_tables(ap, xp), ap.length, math.prod(plan.shape[ap.axis + 1:])]
+    return tuple(args)
+
+
+def representative_operator_variants() -> list[_kernels.OperatorVariant]:
+    """Return the fused operator kernels the compile checks build.
+
+    Each operator kind (magnitude, divergence, 2-D and 3-D curl, Laplacian) for float32 and
+    float64, plus integer input, float16 and complex data, and an axis whose regions compute in
+    two dtypes. Planned from real arrays, so the variants are the ones those calls launch.
+    """
+    from cugrad import _operator_plan
+
+    def variants(dtype: Any, ndim: int, *kinds: str, varargs: tuple = ()) -> list:
+        f = np.zeros((5,) * ndim, dtype)
+        make = {
+            "magnitude": lambda: _operator_plan.magnitude_plan(f, varargs, None, 1, {}),
+            "divergence": lambda: _operator_plan.divergence_plan(f, ndim, varargs, None, 1, {}),
+            "curl": lambda: _operator_plan.curl_plan(f, ndim, varargs, None, 1, {}),
+            "laplacian": lambda: _operator_plan.laplacian_plan(f, varargs, None, {}),
+        }
+        return [operator_variant(make[kind](), f.dtype) for kind in kinds]
+
+    every = ("magnitude", "divergence", "curl", "laplacian")
+    chosen = []
+    for dtype in (np.float32, np.float64):
+        chosen += variants(dtype, 3, *every) + variants(dtype, 2, "curl")
+    chosen += variants(np.int32, 2, "magnitude")
+    chosen += variants(np.float16, 2, "magnitude")
+    chosen += variants(np.complex128, 3, "divergence")
+    # numpy computes the interior in float64 (2.0 * np.int8) and the edges in float32
+    chosen += variants(np.float32, 2, "magnitude", varargs=(np.int8(3),))
+    return list(dict.fromkeys(chosen))
+
+
+# ------------------------------------------------------------------------------------------------
 # CuPy glue
 # ------------------------------------------------------------------------------------------------
 
@@ -856,6 +928,24 @@ def compute_rows(f: Any, out: Any, ap: AxisPlan, data_dtype: np.dtype, lo: int, 
     tables = cached_tables(ap, cupy) if ap.uniform is not None else None
     args = general_args(f, out, ap, lo, hi, f_start, cupy, tables)
     _kernels.call_general(variant, args, _bits(out))
+
+
+def execute_operator(plan: OperatorPlan, sources: list[Any], outs: list[Any]) -> None:
+    """Write every output of a derived operator of the CuPy arrays ``sources`` in ONE launch.
+
+    ``outs`` are CuPy arrays of ``plan.out_dtype`` and ``plan.shape`` (possibly the rows of one
+    stacked array), one per output of the plan, on the current device, overlapping neither each
+    other nor the sources. Each term is the general path's derivative of its source, rounded into
+    the output dtype; the terms are combined in the plan's order (``kernels/operators.cuh``); no
+    derivative array is made. Returns without waiting.
+    """
+    if math.prod(plan.shape) == 0:
+        return
+    import cupy
+
+    variant = operator_variant(plan, sources[0].dtype)
+    args = operator_args(plan, sources, cupy)
+    _kernels.call_operator(variant, args, [_bits(o) for o in outs])
 
 
 def run_host(plan: GradientPlan, f_host: np.ndarray, outs_host: list[np.ndarray],

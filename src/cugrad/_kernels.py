@@ -31,7 +31,8 @@ KERNEL_PACKAGE = "cugrad.kernels"
 STENCILS_FILE = "gradient_stencils.cuh"
 GENERAL_FILE = "gradient_general.cuh"
 FAST_FILE = "gradient_fast.cu"
-KERNEL_FILES = (STENCILS_FILE, GENERAL_FILE, FAST_FILE)
+OPERATORS_FILE = "operators.cuh"
+KERNEL_FILES = (STENCILS_FILE, GENERAL_FILE, FAST_FILE, OPERATORS_FILE)
 
 # --fmad=false: no contraction into fused multiply-adds (numpy rounds after every operation). The
 # kernels also use explicit .rn PTX for every float operation, which survives CuPy's -ftz=true.
@@ -47,6 +48,8 @@ MAX_OFFSETS = 20
 KIND_CODES = {"diff": 0, "comb": 1, "dsum": 2}
 FORM_DIFF, FORM_COMB3, FORM_DSYM, FORM_DCOORD = 0, 1, 2, 3
 GENERAL_MAX_SLOTS = 3  # compute dtypes of one axis's regions on the general path
+# operators.cuh's CG_OP_*: how the terms of one output of a derived operator combine.
+COMBINE_CODES = {"sum": 0, "difference": 1, "magnitude": 2}
 
 
 # block * min_blocks_per_sm at most this: at least 64 registers per thread under the launch bound.
@@ -185,6 +188,11 @@ def fast_module_code(tuning: FastTuning = DEFAULT_TUNING) -> str:
 def general_preamble() -> str:
     """The ElementwiseKernel preamble of the general path."""
     return "\n".join((defines(), kernel_source(STENCILS_FILE), kernel_source(GENERAL_FILE)))
+
+
+def operator_preamble() -> str:
+    """Return the fused operators' ElementwiseKernel preamble (general path's + operators.cuh)."""
+    return "\n".join((general_preamble(), kernel_source(OPERATORS_FILE)))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -344,6 +352,93 @@ def representative_general_variants() -> list[GeneralVariant]:
     return variants
 
 
+@dataclass(frozen=True)
+class OperatorVariant:
+    """One ElementwiseKernel of a fused derived operator (``operators.cuh``).
+
+    Compile-time: the dtypes, the compute dtypes of each differentiated axis's regions (one region
+    table set per axis, as the general path's ``slots``), and the operator's structure: for each
+    output, how its terms combine and, per term, which source it differentiates along which axis
+    table set. Regions, offsets and weights are launch operands, as on the general path.
+    """
+
+    in_dtype: np.dtype  # what the sources hold (float16 travels as uint16 bits)
+    data_dtype: np.dtype
+    out_dtype: np.dtype
+    sources: int
+    axes: tuple[tuple[np.dtype, ...], ...]  # per axis table set: its compute dtypes (slots)
+    # per output: (combine, ((source, axis table set), ...)), terms in combination order
+    outputs: tuple[tuple[str, tuple[tuple[int, int], ...]], ...]
+
+    def __post_init__(self) -> None:
+        for slots in self.axes:
+            if not 1 <= len(slots) <= GENERAL_MAX_SLOTS:
+                raise ValueError(f"an axis has 1 to {GENERAL_MAX_SLOTS} compute dtypes")
+        for combine, terms in self.outputs:
+            if combine not in COMBINE_CODES or not terms:
+                raise ValueError(f"an output combines terms by {sorted(COMBINE_CODES)}")
+            if combine == "difference" and len(terms) != 2:
+                raise ValueError("a difference has two terms")
+            if combine == "magnitude" and self.out_dtype.kind == "c":
+                raise ValueError("the magnitude is for real dtypes")
+            for source, axis in terms:
+                if not (0 <= source < self.sources and 0 <= axis < len(self.axes)):
+                    raise ValueError(f"term ({source}, {axis}) names no source or axis")
+
+    @property
+    def name(self) -> str:
+        axes = "_".join("a" + "".join(short_name(d) for d in slots) for slots in self.axes)
+        outputs = "_".join(combine[0] + "".join(f"s{s}a{a}" for s, a in terms)
+                           for combine, terms in self.outputs)
+        return (f"cugrad_operator_{short_name(self.in_dtype)}_d{short_name(self.data_dtype)}"
+                f"_o{short_name(self.out_dtype)}_k{self.sources}_{axes}_{outputs}")
+
+    def param_types(self) -> dict[str, str]:
+        def cupy_name(dtype: np.dtype) -> str:
+            return "uint16" if dtype == np.float16 else dtype.name
+
+        t = {"f": cupy_name(self.in_dtype), "out": cupy_name(self.out_dtype)}
+        for a, slots in enumerate(self.axes):
+            padded = tuple(slots) + (slots[0],) * (GENERAL_MAX_SLOTS - len(slots))
+            for k, d in enumerate(padded):
+                t[f"w{a}_{k}"] = cupy_name(d)
+        return t
+
+    def in_params(self) -> str:
+        """Return the inputs: sources ``f0 ..``, then per axis table set its tables and sizes."""
+        t = self.param_types()
+        params = [f"raw {t['f']} f{s}" for s in range(self.sources)]
+        for a in range(len(self.axes)):
+            params += [f"raw int64 regs{a}", *(f"raw {t[f'w{a}_{k}']} w{a}_{k}"
+                                               for k in range(GENERAL_MAX_SLOTS)),
+                       f"raw bool flag{a}", f"int64 len{a}", f"int64 inner{a}"]
+        return ", ".join(params)
+
+    def out_params(self) -> str:
+        return ", ".join(f"{self.param_types()['out']} out{o}" for o in range(len(self.outputs)))
+
+    def axis_template_args(self, a: int) -> str:
+        """``KD, NS, K0, K1, K2, KO`` of ``cg_general_point`` for axis table set ``a``."""
+        slots = self.axes[a]
+        k0, k1, k2 = (KINDS[d] for d in tuple(slots) + (slots[0],) * (3 - len(slots)))
+        return (f"{KINDS[self.data_dtype]}, {len(slots)}, {k0}, {k1}, {k2}, "
+                f"{KINDS[self.out_dtype]}")
+
+    def operation(self) -> str:
+        """One statement per term, then the store, per output (``operators.cuh``)."""
+        ko = KINDS[self.out_dtype]
+        lines = []
+        for o, (combine, terms) in enumerate(self.outputs):
+            calls = [f"cg_op_term<{self.axis_template_args(a)}>(f{s}, regs{a}, w{a}_0, w{a}_1, "
+                     f"w{a}_2, flag{a}, i, len{a}, inner{a})" for s, a in terms]
+            lines.append("{")
+            lines.append(f"  cg_op_combine<{COMBINE_CODES[combine]}, {ko}> c({calls[0]});")
+            lines += [f"  c.next({call});" for call in calls[1:]]
+            lines.append(f"  cg_op_store<{ko}>(out{o}, c.result());")
+            lines.append("}")
+        return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------------
 # Compiled objects, cached per device
 # ------------------------------------------------------------------------------------------------
@@ -427,4 +522,41 @@ def call_general(variant: GeneralVariant, args: tuple[Any, ...], out: Any) -> No
         return
     with _cache_lock:
         kernel(*args, out)
+        _first_calls.add(key)
+
+
+def operator_kernel(variant: OperatorVariant) -> Any:
+    """Return the ElementwiseKernel of a fused derived operator for the current device."""
+
+    def build() -> Any:
+        import cupy
+
+        return cupy.ElementwiseKernel(
+            variant.in_params(),
+            variant.out_params(),
+            variant.operation(),
+            name=variant.name,
+            preamble=operator_preamble(),
+            options=COMPILE_OPTIONS,
+            no_return=True,
+        )
+
+    return _memoized(("operator", _device_id(), variant), build)
+
+
+def call_operator(variant: OperatorVariant, args: tuple[Any, ...], outs: list[Any]) -> None:
+    """Launch a fused operator kernel: one launch writes every output.
+
+    As for :func:`call_general`, its first launch per device and operand layout compiles under the
+    cache lock.
+    """
+    kernel = operator_kernel(variant)
+    layout = tuple((a.ndim, bool(a.flags.c_contiguous), a.size < 2**31)
+                   for a in (*args, *outs) if hasattr(a, "flags"))
+    key = ("operator-call", _device_id(), variant, layout)
+    if key in _first_calls:
+        kernel(*args, *outs)
+        return
+    with _cache_lock:
+        kernel(*args, *outs)
         _first_calls.add(key)

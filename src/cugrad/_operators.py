@@ -3,8 +3,8 @@
 The public functions parse their inputs, get a plan from :mod:`cugrad._operator_plan` and hand it
 to a backend: on the CPU, :func:`cugrad._numpy_backend.execute_fused` computes every output slab by
 slab with no full-size derivative array; dask arrays stay lazy (one task per block, per term, the
-terms combined blockwise); CuPy arrays are computed on their GPU by composing the device gradient
-(not yet one fused launch: see the README).
+terms combined blockwise); CuPy arrays are computed on their GPU in one fused launch per
+operator (:func:`cugrad._cupy_backend.execute_operator`).
 """
 
 from __future__ import annotations
@@ -377,9 +377,13 @@ def _run_dask(kind, sources, varargs, axis, edge_order, options, out, stack, nam
 
 
 def _run_device(kind, sources, varargs, axis, edge_order, options, out, stack, name) -> Any:
-    """On the sources' GPU: each term through the device gradient kernels, then combined.
+    """Compute the operator on the sources' GPU in ONE fused launch (``kernels/operators.cuh``).
 
-    Not one fused launch yet: each term is a full-size device array while the output is combined.
+    The launch reads the sources and writes only the result (3-D curl: its three outputs), with no
+    derivative array and no host synchronisation; it is queued on the current stream.
+
+    ``out=`` is validated before anything is launched. An ``out=`` that may overlap a source is
+    computed into a fresh result and copied (threads read neighbours that others would write).
     """
     import cupy
 
@@ -392,30 +396,44 @@ def _run_device(kind, sources, varargs, axis, edge_order, options, out, stack, n
     _operator_plan.check_components(sources)
     with sources[0].device:
         plan = _plan(kind, sources[0], len(sources), varargs, axis, edge_order, options)
-        if out is not None:  # validated before anything is computed or written
-            expected = (len(plan.outputs),) + plan.shape if stack else plan.shape
-            outs = [out] if stack or len(plan.outputs) == 1 else list(out)
-            for o in outs:
-                if not isinstance(o, cupy.ndarray) or o.shape != expected or o.dtype != plan.out_dtype:
-                    raise TypeError(f"out must be CuPy arrays of shape {expected} and dtype "
-                                    f"{plan.out_dtype}")
-
-        def term(t):
-            ap = t.axis_plan
-            gp = GradientPlan(plan.shape, (ap.axis,), 1, plan.data_dtype, plan.out_dtype, (ap,))
-            result = cupy.empty(plan.shape, plan.out_dtype)
-            _cupy_backend.execute(gp, sources[t.source], [result])
-            return result
-
-        result = _combine(plan, term, cupy, stack)
-        if out is None:
-            return result
-        if isinstance(result, tuple):
-            for o, r in zip(out, result, strict=True):
+        result, outs = _device_outputs(plan, out, stack, cupy)
+        overlaps = out is not None and any(cupy.may_share_memory(o, s)
+                                           for o in outs for s in sources)
+        targets = [cupy.empty(plan.shape, plan.out_dtype) for _ in outs] if overlaps else outs
+        _cupy_backend.execute_operator(plan, sources, targets)
+        if overlaps:
+            for o, r in zip(outs, targets, strict=True):
                 o[...] = r
-        else:
-            out[...] = result
-        return out
+        return result
+
+
+def _device_outputs(plan: OperatorPlan, out: Any, stack: bool, cupy: Any) -> tuple[Any, list]:
+    """Return (what the call returns, one CuPy output per plan output), allocated or validated.
+
+    The host's :func:`_outputs` rules, for CuPy arrays on the current device.
+    """
+    count, dtype = len(plan.outputs), plan.out_dtype
+    stacked = stack and count > 1
+    if out is None:
+        if stacked:
+            result = cupy.empty((count,) + plan.shape, dtype)
+            return result, [result[i] for i in range(count)]
+        outs = [cupy.empty(plan.shape, dtype) for _ in range(count)]
+        return (outs[0] if count == 1 else tuple(outs)), outs
+    if count > 1 and not stacked and (not isinstance(out, (tuple, list)) or len(out) != count):
+        raise TypeError(f"out must be a tuple of {count} arrays, one per curl component "
+                        "(or one array of shape (3,) + S with stack=True)")
+    given = list(out) if count > 1 and not stacked else [out]
+    expected = (count,) + plan.shape if stacked else plan.shape
+    for o in given:
+        if not isinstance(o, cupy.ndarray) or o.shape != expected or o.dtype != dtype:
+            raise TypeError(f"out must be CuPy arrays of shape {expected} and dtype {dtype}")
+    outs = [out[i] for i in range(count)] if stacked else given
+    for i in range(len(outs)):
+        for j in range(i):
+            if cupy.may_share_memory(outs[i], outs[j]):
+                raise ValueError(f"out[{j}] and out[{i}] share memory; give separate arrays")
+    return (tuple(given) if count > 1 and not stacked else out), outs
 
 
 def _run_torch(kind, sources, varargs, axis, edge_order, options, out, stack, name) -> Any:
