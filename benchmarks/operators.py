@@ -106,9 +106,14 @@ def measure(repeat: int) -> dict:
             "numpy_extra_bytes": mem_numpy,
             "one_result_bytes": f.nbytes,
         })
+    from cugrad import _numba_backend
+
+    engine = _numba_backend.info()
     return {
         "date": datetime.date.today().isoformat(),
         "cpus": len(os.sched_getaffinity(0)),
+        "cpu_engine": engine["engine"],
+        "numba": engine["numba"],
         "shape": [N, N, N],
         "dtype": "float32",
         "repeat": repeat,
@@ -122,6 +127,8 @@ def report(doc: dict) -> str:
     lines = [
         f"derived operators, {N}^3 float32, scalar spacing ({doc['cpus']} CPUs, {doc['repeat']} "
         "interleaved rounds; cugrad writes into preallocated results)",
+        f"cugrad CPU engine: CUGRAD_CPU_ENGINE={doc['cpu_engine']}, numba "
+        f"{doc['numba'] or 'not installed'}",
         f"{'operator':<20}{'cugrad min/med ms':>20}{'numpy min/med ms':>20}{'speed-up min/med':>18}"
         f"{'extra MiB cugrad/numpy':>24}",
     ]

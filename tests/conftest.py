@@ -382,7 +382,7 @@ def _cugrad_own_path(monkeypatch: pytest.MonkeyPatch) -> None:
 # CPU engines: the parity, stencil and property suites run on both the NumPy backend and numba
 # ---------------------------------------------------------------------------
 
-ENGINE_MODULES = ("test_parity", "test_stencils", "test_properties")
+ENGINE_MODULES = ("test_parity", "test_stencils", "test_properties", "test_operators")
 NUMBA_MISSING = "numba is not installed (pip install numba, or '.[cpu]' in a checkout)"
 
 

@@ -246,3 +246,75 @@ def test_kernels_that_cannot_load_leave_auto_on_the_numpy_backend(monkeypatch):
     monkeypatch.setenv("CUGRAD_CPU_ENGINE", "numba")
     with pytest.raises(RuntimeError, match="NUMBA_CACHE_DIR"):
         cugrad.gradient(f, 0.5)
+
+
+def _operator_cases(f, comps):
+    return {
+        # the numpy compositions the operators' docs define, over numpy.gradient
+        "magnitude": (lambda: cugrad.gradient_magnitude(f, 0.3, edge_order=2),
+                      lambda: (lambda g: np.sqrt((g[0] * g[0] + g[1] * g[1]) + g[2] * g[2]))(
+                          np.gradient(f, 0.3, edge_order=2))),
+        "divergence": (lambda: cugrad.divergence(comps, 0.3, 0.5, 0.7),
+                       lambda: (np.gradient(comps[0], 0.3, axis=0)
+                                + np.gradient(comps[1], 0.5, axis=1))
+                       + np.gradient(comps[2], 0.7, axis=2)),
+        "curl": (lambda: cugrad.curl(comps),
+                 lambda: (np.gradient(comps[2], axis=1) - np.gradient(comps[1], axis=2),
+                          np.gradient(comps[0], axis=2) - np.gradient(comps[2], axis=0),
+                          np.gradient(comps[1], axis=0) - np.gradient(comps[0], axis=1))),
+        "laplacian": (lambda: cugrad.laplacian(f, 0.3, accuracy=4), None),
+        "laplacian-periodic": (lambda: cugrad.laplacian(f, boundary="periodic"), None),
+    }
+
+
+@needs_numba
+@pytest.mark.parametrize("layout", ["C", "F", "view"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16])
+def test_operators_on_the_engine_are_the_compositions_bits(monkeypatch, layout, dtype):
+    # Many slabs on two threads: each further term goes through a worker's slab buffer.
+    monkeypatch.setenv("CUGRAD_CPU_ENGINE", "numba")
+    monkeypatch.setattr(_numba_backend, "SLAB_BYTES", 2048)
+    monkeypatch.setattr(_numba_backend, "PARALLEL_MIN_ELEMENTS", 0)
+    monkeypatch.setenv("CUGRAD_NUM_THREADS", "2")
+
+    def field(name):
+        base = random_field((22, 17, 13), np.float64, name) * 50
+        if layout == "F":
+            base = np.asfortranarray(base)
+        elif layout == "view":
+            base = random_field((26, 19, 30), np.float64, name)[2:24, 1:18, ::-2][:, :, :13] * 50
+        return base.astype(dtype, order="K")
+
+    f = field("operator f")
+    comps = [field(f"operator F{i}") for i in range(3)]
+    for name, (ours, composition) in _operator_cases(f, comps).items():
+        result, ran = engine_ran(ours)
+        assert ran, name
+        monkeypatch.setenv("CUGRAD_CPU_ENGINE", "numpy")
+        assert_same(result, ours())
+        monkeypatch.setenv("CUGRAD_CPU_ENGINE", "numba")
+        if composition is not None:
+            assert_same(result, composition())
+
+
+@needs_numba
+def test_operator_floating_point_events_are_reported_as_numpy_reports_them(monkeypatch):
+    monkeypatch.setenv("CUGRAD_CPU_ENGINE", "numba")
+    f = random_field((20, 18, 16), np.float32, "events")
+    f[3, 4, 5] = np.inf
+    f[9, 9, 9], f[10, 9, 9] = 3e38, -3e38  # finite input, overflowing derivatives
+    for name, (ours, composition) in _operator_cases(f, [f, f, f]).items():
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            result = ours()
+        monkeypatch.setenv("CUGRAD_CPU_ENGINE", "numpy")
+        with warnings.catch_warnings(record=True) as expected:
+            warnings.simplefilter("always")
+            assert_same(result, ours())
+        monkeypatch.setenv("CUGRAD_CPU_ENGINE", "numba")
+        assert [str(w.message) for w in seen] == [str(w.message) for w in expected], name
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result, ran = engine_ran(lambda: cugrad.gradient_magnitude(f))
+        assert ran  # nothing to report: the engine's result stands
+        assert not np.isfinite(result).all()

@@ -6,7 +6,8 @@ scalar or per-row weights, periodic wrap) computing each output element in one p
 values, in the operation order :class:`cugrad._plan.Region` defines, so the bits are the NumPy
 backend's and numpy.gradient's (``_numba_kernels`` says how). numba is optional (``pip install
 numba``, or the ``cpu`` extra); without it, and for everything this engine does not take, the NumPy
-backend runs.
+backend runs. The derived operators (:func:`execute_fused`) compute their terms with the same
+kernel, slab by slab, and combine them with numpy's ufuncs while the slab is in cache.
 
 Choosing the engine: ``CUGRAD_CPU_ENGINE`` = ``auto`` (the default: this engine when numba is
 installed and the array has at least :data:`ENGINE_MIN_ELEMENTS` elements, or
@@ -51,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from cugrad import _numpy_backend
-from cugrad._plan import GradientPlan, Region
+from cugrad._plan import AxisPlan, GradientPlan, OperatorPlan, Region
 
 ENGINE_ENV = "CUGRAD_CPU_ENGINE"
 ENGINES = ("auto", "numba", "numpy")
@@ -102,25 +103,77 @@ def execute(plan: GradientPlan, f: np.ndarray, outs: list[np.ndarray]) -> bool:
     Returns False, having written nothing or something the caller overwrites, when the NumPy
     backend must compute the call instead. Arguments as :func:`cugrad._numpy_backend.execute`.
     """
+    engine = _engine_for(f)
+    if engine is None:
+        return False
+    job = _prepare(plan.axis_plans, plan.data_dtype, plan.out_dtype, f, outs)
+    if job is None or not _ready(engine):
+        return False
+    bad = _run(job, f.size)
+    global calls
+    calls += 1
+    return not (bad and _reports_events())
+
+
+def execute_fused(plan: OperatorPlan, sources: list[np.ndarray], outs: list[np.ndarray]) -> bool:
+    """Compute a derived operator's outputs with this engine if it is chosen and supports them.
+
+    Returns False, having written nothing or something the caller overwrites, when the NumPy
+    backend must compute the call instead. Arguments as
+    :func:`cugrad._numpy_backend.execute_fused`, whose slab-by-slab scheme this follows: per slab
+    of rows, the first term of an output is written into the output's rows, each further term
+    into a slab-sized buffer (one per worker thread) and combined into the output with numpy's
+    ufuncs while both are in cache, in the plan's order. Every term is rounded to the output
+    dtype as the gradient's output is, so the bits are the NumPy backend's.
+    """
+    f = sources[0]
+    engine = _engine_for(f)
+    if engine is None:
+        return False
+    if any(s.strides != f.strides or s.dtype != f.dtype for s in sources):
+        return False  # one loop order for every term: sources of one layout only
+    jobs = []
+    for output, out in zip(plan.outputs, outs, strict=True):
+        terms = []
+        for t in output.terms:
+            job = _prepare((t.axis_plan,), plan.data_dtype, plan.out_dtype, sources[t.source],
+                           [out])
+            if job is None:
+                return False
+            terms.append(job)
+        jobs.append(terms)
+    if not _ready(engine):
+        return False
+    bad = _run_fused(plan, jobs, outs, f.size, _reports_events())
+    global calls
+    calls += 1
+    return not bad
+
+
+def _engine_for(f: np.ndarray) -> str | None:
+    """Return the engine chosen for a call on ``f`` ("auto" or "numba"), None for the NumPy one.
+
+    None also under numpy error states that compiled code cannot honour (see the module's
+    docstring).
+    """
     # Every NumPy-backend call passes here: the common "auto, small array" answer comes first
     # and costs one environment lookup.
     engine = os.environ.get(ENGINE_ENV)
     if (not engine or engine == "auto") and f.size < ENGINE_MIN_ELEMENTS:
-        return False
+        return None
     engine = requested_engine()
     if engine == "numpy" or not f.size:
-        return False
+        return None
     if engine == "auto" and (not available() or (
             f.size < ENGINE_COLD_MIN_ELEMENTS and not _kernels.cache_info().currsize)):
-        return False
-    if _numpy_backend.fp_events_raise():
-        return False
-    err = np.geterr()
-    if err["under"] != "ignore":
-        return False
-    job = _prepare(plan, f, outs)
-    if job is None:
-        return False
+        return None
+    if _numpy_backend.fp_events_raise() or np.geterr()["under"] != "ignore":
+        return None
+    return engine
+
+
+def _ready(engine: str) -> bool:
+    """Load the kernels; False (auto) or RuntimeError (numba) when they cannot be loaded."""
     if not available():
         raise RuntimeError(
             f'{ENGINE_ENV}="numba" asks for the compiled CPU engine, but numba is not installed: '
@@ -135,12 +188,17 @@ def execute(plan: GradientPlan, f: np.ndarray, outs: list[np.ndarray]) -> bool:
                 f'{ENGINE_ENV}="numpy"'
             ) from _load_error
         return False  # auto: the NumPy backend (``cugrad info`` shows why)
-    bad = _run(job, f.size)
-    global calls
-    calls += 1
-    if bad and any(err[event] != "ignore" for event in ("divide", "over", "invalid")):
-        return False  # the NumPy backend recomputes, reporting numpy's floating-point events
     return True
+
+
+def _reports_events() -> bool:
+    """Whether numpy's error state reports division by zero, overflow or invalid operations.
+
+    A call that wrote a non-finite value is then recomputed by the NumPy backend, which reports
+    them as numpy does.
+    """
+    err = np.geterr()
+    return any(err[event] != "ignore" for event in ("divide", "over", "invalid"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -149,25 +207,30 @@ def execute(plan: GradientPlan, f: np.ndarray, outs: list[np.ndarray]) -> bool:
 
 
 class _Job:
-    """A call's flat views, per-axis tables and weights, and its slab split."""
+    """A call's flat views, per-axis tables and weights, and its slab split.
 
-    __slots__ = ("f", "outs", "tables", "weights", "slab_dim_len", "slab_rows")
+    ``slot`` maps the input's dims longer than 1 to their loop slots (see :func:`_prepare`),
+    ``shape`` is the shape in slot order and ``slab_axis`` the input dim that is the slab dim.
+    """
 
-    def __init__(self, f, outs, tables, weights, slab_dim_len, slab_rows):
+    __slots__ = ("f", "outs", "tables", "weights", "slab_dim_len", "slab_rows", "slot", "shape",
+                 "slab_axis")
+
+    def __init__(self, f, outs, tables, weights, slab_dim_len, slab_rows, slot, shape, slab_axis):
         self.f, self.outs, self.tables, self.weights = f, outs, tables, weights
         self.slab_dim_len, self.slab_rows = slab_dim_len, slab_rows
+        self.slot, self.shape, self.slab_axis = slot, shape, slab_axis
 
 
-def _prepare(plan: GradientPlan, f: np.ndarray, outs: list[np.ndarray]) -> _Job | None:
+def _prepare(axis_plans: tuple[AxisPlan, ...], data_dtype: np.dtype, out_dtype: np.dtype,
+             f: np.ndarray, outs: list[np.ndarray]) -> _Job | None:
     """Build the flat views and axis tables of a call; None when the engine does not take it."""
-    out_dtype = plan.out_dtype
     if not outs:
         return None  # (axis=(): nothing to compute)
     if f.dtype not in _CODES or not f.dtype.isnative or out_dtype not in _FLOATS:
         return None
     if not out_dtype.isnative or any(o.dtype != out_dtype or o.shape != f.shape for o in outs):
         return None
-    data_dtype = plan.data_dtype
     if data_dtype != out_dtype or (f.dtype.kind == "f" and f.dtype != data_dtype):
         return None
     dims = [d for d in range(f.ndim) if f.shape[d] > 1]
@@ -190,7 +253,7 @@ def _prepare(plan: GradientPlan, f: np.ndarray, outs: list[np.ndarray]) -> _Job 
     f_flat, f_base, f_strides = _flat(f, slot)
     flats = [_flat(o, slot) for o in outs]
     tables, weights = [], []
-    for ap, (_, o_base, o_strides) in zip(plan.axis_plans, flats, strict=True):
+    for ap, (_, o_base, o_strides) in zip(axis_plans, flats, strict=True):
         if ap.uniform is None or ap.axis not in slot:
             return None
         header = [*shape, *f_strides, f_base, *o_strides, o_base, slot[ap.axis], slab_dim,
@@ -212,7 +275,9 @@ def _prepare(plan: GradientPlan, f: np.ndarray, outs: list[np.ndarray]) -> _Job 
     # Read-only always: numba types read-only arrays apart, and a second compilation for
     # read-only inputs (memory maps, xarray data) would cost the first such call seconds.
     raw.flags.writeable = False
-    return _Job(raw, [fl for fl, _, _ in flats], tables, weights, slab_dim_len, slab_rows)
+    slab_axis = next((d for d, sl in slot.items() if sl == slab_dim), None)
+    return _Job(raw, [fl for fl, _, _ in flats], tables, weights, slab_dim_len, slab_rows, slot,
+                shape, slab_axis)
 
 
 def _flat(a: np.ndarray, slot: dict[int, int]) -> tuple[np.ndarray, int, list[int]]:
@@ -319,11 +384,10 @@ def _kernels() -> Any:
     return kernels
 
 
-def _run(job: _Job, size: int) -> int:
+def _run(job: _Job, size: int) -> bool:
     """Compute every axis of every slab; returns whether a non-finite value was written."""
     kernel = _kernels().slab_axes
     n, rows = job.slab_dim_len, job.slab_rows
-    count = math.ceil(n / rows)
     nax = len(job.outs)
     # One compiled signature for any axis count: the tuple always holds MAX_DIMS outputs (the
     # kernel reads the first ``nax``), the tables and weights are rows of one array each.
@@ -332,38 +396,116 @@ def _run(job: _Job, size: int) -> int:
     weights = _rows(job.weights, np.float64)
     f = job.f
 
-    def slab(i: int) -> int:
+    def slab(i: int, scratch: dict[str, Any]) -> bool:
         return kernel(f, outs, tables, weights, nax, i * rows, min(n, (i + 1) * rows))
 
+    return _in_parallel(math.ceil(n / rows), slab, size)
+
+
+def _run_fused(plan: OperatorPlan, jobs: list[list[_Job]], outs: list[np.ndarray], size: int,
+               check: bool) -> bool:
+    """Compute an operator's outputs slab by slab (see :func:`execute_fused`).
+
+    Returns whether a term or an output holds a non-finite value, checked only when ``check``.
+    """
+    kernel = _kernels().slab_axes
+    first = jobs[0][0]
+    n, rows, slot, shape = first.slab_dim_len, first.slab_rows, first.slot, first.shape
+    split = first.slab_axis
+    out_dtype = plan.out_dtype
+    # A term's buffer holds the rows [c0, c0 + rows) of the slab dim, C-ordered in slot order:
+    # its table is the term's with the output's strides and base replaced by the buffer's.
+    bshape = list(shape)
+    bshape[slot[split] if split is not None else MAX_DIMS - 1] = rows
+    bstrides = [int(np.prod(bshape[d + 1:])) for d in range(MAX_DIMS)]
+    view_strides = tuple(bstrides[slot[d]] * out_dtype.itemsize if d in slot else 0
+                         for d in range(len(plan.shape)))
+    terms = [[(job.f, _rows(job.tables, np.int64), _rows(job.weights, np.float64))
+              for job in output] for output in jobs]
+    slab_dim = slot[split] if split is not None else MAX_DIMS - 1
+
+    def slab(i: int, scratch: dict[str, Any]) -> bool:
+        c0, c1 = i * rows, min(n, (i + 1) * rows)
+        buf = scratch.get("buf")
+        if buf is None:
+            buf = scratch["buf"] = np.empty(int(np.prod(bshape)), out_dtype)
+        bad = False
+        # np.errstate is per thread: set here, in the worker. Events show as non-finite values.
+        with np.errstate(all="ignore"):
+            for output, out, term_args in zip(plan.outputs, outs, terms, strict=True):
+                bad |= _fused_output(output, out, term_args, c0, c1, buf)
+        return bad
+
+    def _fused_output(output, out, term_args, c0, c1, buf) -> bool:
+        """One output's rows [c0, c1): its terms, combined in the plan's order."""
+        o = out if split is None else _numpy_backend._rows(out, split, c0, c1)
+        b = np.lib.stride_tricks.as_strided(buf, o.shape, view_strides)
+        bad = False
+        for k, (f, table, weights) in enumerate(term_args):
+            if k == 0:
+                bad |= kernel(f, (out_flat[id(out)],) * MAX_DIMS, table, weights, 1, c0, c1)
+                continue
+            table = table.copy()
+            table[0, 9:13] = bstrides
+            table[0, 13] = -c0 * bstrides[slab_dim]
+            bad |= kernel(f, (buf,) * MAX_DIMS, table, weights, 1, c0, c1)
+            if output.combine == "magnitude":  # sqrt((t0*t0 + t1*t1) + t2*t2 ...)
+                if k == 1:
+                    np.multiply(o, o, out=o)
+                np.multiply(b, b, out=b)
+                np.add(o, b, out=o)
+            elif output.combine == "difference":  # t0 - t1
+                np.subtract(o, b, out=o)
+            else:  # "sum": (t0 + t1) + t2 ...
+                np.add(o, b, out=o)
+        if output.combine == "magnitude":
+            if len(term_args) == 1:
+                np.multiply(o, o, out=o)
+            np.sqrt(o, out=o)
+        if check:
+            bad |= not np.isfinite(o).all()
+        return bad
+
+    out_flat = {id(out): output[0].outs[0] for out, output in zip(outs, jobs, strict=True)}
+    return _in_parallel(math.ceil(n / rows), slab, size)
+
+
+def _in_parallel(count: int, slab: Any, size: int) -> bool:
+    """Run ``slab(i, scratch)`` for ``i`` in ``range(count)`` on worker threads; OR of results.
+
+    Work is handed out dynamically: each worker takes the next slab index until none is left.
+    ``scratch`` is a dict private to the worker (buffers it reuses from slab to slab).
+    """
     workers = 1 if size < PARALLEL_MIN_ELEMENTS else min(_numpy_backend.thread_count(), count)
     if workers == 1:
-        return sum(slab(i) for i in range(count))
-    # Dynamic hand-out: each worker takes the next slab index until none is left.
+        scratch: dict[str, Any] = {}
+        return any([slab(i, scratch) for i in range(count)])
     lock = threading.Lock()
     following = iter(range(count))
 
-    def worker() -> int:
-        bad = 0
+    def worker() -> bool:
+        bad = False
+        scratch: dict[str, Any] = {}
         while True:
             with lock:
                 i = next(following, None)
             if i is None:
                 return bad
-            bad += slab(i)
+            bad |= bool(slab(i, scratch))
 
     pool = _numpy_backend._pool(workers - 1)
     futures = [pool.submit(worker) for _ in range(workers - 1)]
-    bad = 0
+    bad = False
     try:
         bad = worker()
     finally:
         for fut in futures:
-            bad += fut.result()
+            bad |= fut.result()
     return bad
 
 
 def _rows(parts: list[np.ndarray], dtype: type) -> np.ndarray:
-    """The 1-D arrays ``parts`` as the rows of one 2-D array, zero-padded to one length."""
+    """Stack the 1-D arrays ``parts`` as the rows of one 2-D array, zero-padded to one length."""
     table = np.zeros((len(parts), max(len(p) for p in parts)), dtype)
     for row, part in zip(table, parts, strict=True):
         row[:len(part)] = part
@@ -421,7 +563,7 @@ def warm_up() -> dict[str, float]:
 
 
 def signature(raw: str, out: str) -> tuple[Any, ...]:
-    """The argument types of :func:`_numba_kernels.slab_axes` for one of :data:`SIGNATURES`."""
+    """Return the argument types of :func:`_numba_kernels.slab_axes` for a :data:`SIGNATURES` row."""
     from numba import types
 
     output = types.Array(getattr(types, out), 1, "C")

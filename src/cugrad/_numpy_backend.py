@@ -97,6 +97,10 @@ def execute_fused(plan: OperatorPlan, sources: list[np.ndarray], outs: list[np.n
     derivative array of full size exists. The combination is the numpy composition's, ufunc for
     ufunc, in the output dtype.
     """
+    from cugrad import _numba_backend  # the compiled engine (CUGRAD_CPU_ENGINE), when it applies
+
+    if _numba_backend.execute_fused(plan, sources, outs):
+        return
 
     def whole() -> None:
         _fused_rows(plan, sources, outs, None, 0, 0)
