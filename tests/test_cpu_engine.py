@@ -303,7 +303,7 @@ def test_operator_floating_point_events_are_reported_as_numpy_reports_them(monke
     f = random_field((20, 18, 16), np.float32, "events")
     f[3, 4, 5] = np.inf
     f[9, 9, 9], f[10, 9, 9] = 3e38, -3e38  # finite input, overflowing derivatives
-    for name, (ours, composition) in _operator_cases(f, [f, f, f]).items():
+    for name, (ours, _) in _operator_cases(f, [f, f, f]).items():
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
             result = ours()

@@ -563,7 +563,7 @@ def warm_up() -> dict[str, float]:
 
 
 def signature(raw: str, out: str) -> tuple[Any, ...]:
-    """Return the argument types of :func:`_numba_kernels.slab_axes` for a :data:`SIGNATURES` row."""
+    """Return the argument types of :func:`_numba_kernels.slab_axes` for a ``SIGNATURES`` row."""
     from numba import types
 
     output = types.Array(getattr(types, out), 1, "C")

@@ -4,9 +4,10 @@ One kernel, :func:`slab_axes`, writes the derivatives along the requested axes f
 ``[c0, c1)`` of the slab dim, reading each input value where it lies (no copy, no full-size
 temporary). Arrays arrive as flat 1-D views of their memory (the input as bytes) plus element
 strides and the input's dtype code in a table, so one compiled signature serves every layout (C,
-Fortran, views, negative strides), every rank up to four and any number of axes. There are three signatures: float32 data, float64 data, and
-every integer dtype at once (bytes typed int8, each integer dtype a branch of the loads), because
-numba's compile time (seconds per signature) is what a first call pays.
+Fortran, views, negative strides), every rank up to four and any number of axes. There are three
+signatures: float32 data, float64 data, and every integer dtype at once (bytes typed int8, each
+integer dtype a branch of the loads), because numba's compile time (seconds per signature) is what
+a first call pays.
 
 Exactness. The kernels evaluate :class:`cugrad._plan.Region` formulas in the documented order,
 with every conversion written out: the data dtype ``D`` is the output's dtype (float32/float64
