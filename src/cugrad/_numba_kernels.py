@@ -166,6 +166,14 @@ def _plane(code, kind, nterm, f, src, fstep, fline, wt, wsrc, wstep, o, ob, oste
                 ol[j] = v
                 bad |= not (abs(v) < np.inf)
         return bad
+    if fstep == 1 and ostep == 1 and code < 2 and (
+            (kind == DSUM and wstep == 0 and 2 <= nterm <= 4) or (kind == COMB and nterm == 3)):
+        # The commonest multi-term stencils, every term in one loop straight into the output (no
+        # line buffer): numpy's interior for coordinates (three "comb" terms, weights per row
+        # along the line or one per line) and the higher orders with scalar weights ("dsum", two
+        # to four pairs). Sums run left to right, as in the general code below.
+        return _fused_lines(kind, nterm, as_data(f, o), src, fline, wt, wsrc, wstep, o, ob,
+                            oline, count, nlines, acc)
     if kind != DIFF and fstep == 1 and code < 2:
         # Float data read contiguously: each term in one pass over the line, no gather.
         fd = as_data(f, o)
@@ -265,6 +273,73 @@ def _plane(code, kind, nterm, f, src, fstep, fline, wt, wsrc, wstep, o, ob, oste
                     for j in range(count):
                         acc[j] = acc[j] + as_type_of(wl[j], acc) * as_type_of(val[j], acc)
         bad |= _store(acc, o, ob + line * oline, ostep, count)
+    return bad
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _fused_lines(kind, nterm, fd, src, fline, wt, wsrc, wstep, o, ob, oline, count, nlines, acc):
+    """:func:`_plane`'s one-loop stencils (see where it calls this); ``fd`` is the data."""
+    bad = False
+    w0 = as_type_of(wt[wsrc[0]], acc)
+    w1 = as_type_of(wt[wsrc[1]], acc)
+    w2 = as_type_of(wt[wsrc[min(2, nterm - 1)]], acc)
+    w3 = as_type_of(wt[wsrc[nterm - 1]], acc)
+    for line in range(nlines):
+        shift = line * fline
+        b = ob + line * oline
+        ol = o[b:b + count]
+        if kind == COMB:
+            f0 = fd[src[0] + shift:src[0] + shift + count]
+            f1 = fd[src[1] + shift:src[1] + shift + count]
+            f2 = fd[src[2] + shift:src[2] + shift + count]
+            if wstep == 0:
+                for j in range(count):
+                    r = as_type_of((w0 * as_type_of(f0[j], acc) + w1 * as_type_of(f1[j], acc))
+                                   + w2 * as_type_of(f2[j], acc), o)
+                    ol[j] = r
+                    bad |= not (abs(r) < np.inf)
+            else:
+                v0 = wt[wsrc[0]:wsrc[0] + count]
+                v1 = wt[wsrc[1]:wsrc[1] + count]
+                v2 = wt[wsrc[2]:wsrc[2] + count]
+                for j in range(count):
+                    r = as_type_of(
+                        (as_type_of(v0[j], acc) * as_type_of(f0[j], acc)
+                         + as_type_of(v1[j], acc) * as_type_of(f1[j], acc))
+                        + as_type_of(v2[j], acc) * as_type_of(f2[j], acc), o)
+                    ol[j] = r
+                    bad |= not (abs(r) < np.inf)
+            continue
+        p0 = fd[src[0] + shift:src[0] + shift + count]
+        q0 = fd[src[1] + shift:src[1] + shift + count]
+        p1 = fd[src[2] + shift:src[2] + shift + count]
+        q1 = fd[src[3] + shift:src[3] + shift + count]
+        if nterm == 2:
+            for j in range(count):
+                r = as_type_of(w0 * as_type_of(p0[j] - q0[j], acc)
+                               + w1 * as_type_of(p1[j] - q1[j], acc), o)
+                ol[j] = r
+                bad |= not (abs(r) < np.inf)
+            continue
+        p2 = fd[src[4] + shift:src[4] + shift + count]
+        q2 = fd[src[5] + shift:src[5] + shift + count]
+        if nterm == 3:
+            for j in range(count):
+                r = as_type_of((w0 * as_type_of(p0[j] - q0[j], acc)
+                                + w1 * as_type_of(p1[j] - q1[j], acc))
+                               + w2 * as_type_of(p2[j] - q2[j], acc), o)
+                ol[j] = r
+                bad |= not (abs(r) < np.inf)
+            continue
+        p3 = fd[src[6] + shift:src[6] + shift + count]
+        q3 = fd[src[7] + shift:src[7] + shift + count]
+        for j in range(count):
+            r = as_type_of(((w0 * as_type_of(p0[j] - q0[j], acc)
+                             + w1 * as_type_of(p1[j] - q1[j], acc))
+                            + w2 * as_type_of(p2[j] - q2[j], acc))
+                           + w3 * as_type_of(p3[j] - q3[j], acc), o)
+            ol[j] = r
+            bad |= not (abs(r) < np.inf)
     return bad
 
 
