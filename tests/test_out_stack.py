@@ -19,6 +19,19 @@ pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 SENTINEL = 1234.5
 
 
+@pytest.fixture(autouse=True, params=["plan-path", "small-array-path"])
+def size_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+              _cugrad_own_path: None) -> None:
+    """Every out=/stack= test on both host paths.
+
+    Arrays below ``cugrad._api.NUMPY_GRADIENT_BELOW`` elements go to numpy.gradient and are then
+    copied into the validated outputs; larger ones through the plan and the backends (conftest
+    sets the threshold to 0 for the second).
+    """
+    if request.param == "small-array-path":
+        monkeypatch.setattr("cugrad._api.NUMPY_GRADIENT_BELOW", 1 << 62)
+
+
 def data(shape: tuple[int, ...], dtype: Any = np.float64) -> np.ndarray:
     rng = stable_rng("out", shape, np.dtype(dtype).str)
     values = rng.standard_normal(shape) * 10
@@ -497,3 +510,12 @@ def test_out_overlapping_f_on_device():
     f_dev = cupy.asarray(f)
     assert cugrad.gradient(f_dev, axis=0, out=f_dev) is f_dev
     assert_same(cupy.asnumpy(f_dev), np.gradient(f, axis=0))
+
+
+def test_outputs_sharing_memory_are_rejected_before_writing():
+    f = data((6, 7))
+    shared = sentinel_array((6, 7), np.float64)
+    for out in ((shared, shared), (shared, shared.T.T)):
+        with pytest.raises(ValueError, match=r"out\[0\] and out\[1\] share memory"):
+            cugrad.gradient(f, out=out)
+        assert (shared == SENTINEL).all()

@@ -152,6 +152,10 @@ def gradient(
     if not isinstance(stack, (bool, np.bool_)):
         raise TypeError(f"stack must be True or False, got {stack!r}")
     stack = bool(stack)
+    if type(f) is np.ndarray and f.size < NUMPY_GRADIENT_BELOW and name != "cupy" and not options:
+        # ... and with out= or stack=: numpy.gradient, then a copy into the outputs (validated
+        # first), costs about what numpy + a copy costs; building a plan would cost more.
+        return _run_numpy_gradient(f, varargs, axis, edge_order, out, stack)
 
     # Containers of other libraries: each converts without copying and calls back in here.
     if type(f) is np.ndarray:
@@ -415,7 +419,7 @@ def _delegated_on_device_message(varargs: tuple[Any, ...]) -> str:
 
 
 def _run_numpy_gradient(f, varargs, axis, edge_order, out, stack):
-    """numpy.gradient itself, for the inputs it treats through special code; then out=/stack=."""
+    """numpy.gradient itself (special inputs, small arrays); then out=/stack=, validated first."""
     computed = np.gradient(f, *varargs, axis=axis, edge_order=edge_order)
     arrays = list(computed) if isinstance(computed, tuple) else [computed]
     if stack:
@@ -430,8 +434,9 @@ def _run_numpy_gradient(f, varargs, axis, edge_order, out, stack):
     if out is None:
         return computed
     outs = _check_tuple_out(out, len(arrays), [(a.shape, a.dtype) for a in arrays], np)
+    _check_no_mutual_overlap(outs, np)
     for o, a in zip(outs, arrays, strict=True):
-        o[...] = a
+        np.copyto(o, a)
     return outs[0] if not isinstance(computed, tuple) else tuple(outs)
 
 
