@@ -14,7 +14,8 @@ engine's threads (numpy copies with one thread).
 Targets (issue 14): (a) 256^3 float32, all axes, scalar spacing, ``out=``: at most 1.6x the floor
 and at least 8x numpy.gradient; (b) 192^3 float64, three coordinate arrays: at most 2.0x the floor
 and faster than ``jax.jit(jnp.gradient)`` when jax is installed; (c) accuracy 4 and 8 at most 1.3x
-accuracy 2. Also the first call's cost: in a fresh process with an empty numba cache (cold:
+accuracy 2; (s) small calls with ``out=`` no slower than numpy.gradient + a copy. Also the first
+call's cost: in a fresh process with an empty numba cache (cold:
 compilation) and with the cache filled (warm: loading it).
 """
 
@@ -193,6 +194,36 @@ print(time.perf_counter() - t0)
 """
 
 
+SMALL_BATCH = 200  # calls per sample: one small call is too short to time alone
+
+
+def case_s(reps: int) -> None:
+    """Small calls with out=: against numpy.gradient and numpy.gradient + a copy into out."""
+    print("(s) small calls, float64, spacing 0.5, out= (target: no slower than numpy + a copy)")
+    rng = np.random.default_rng(4)
+    for shape in ((100,), (32, 32), (64, 64), (16, 16, 16)):
+        f = rng.random(shape)
+        outs = tuple(np.empty_like(f) for _ in shape)
+        out = outs if len(shape) > 1 else outs[0]
+
+        def numpy_and_copy(f=f, outs=outs):
+            g = np.gradient(f, 0.5)
+            for o, r in zip(outs, g if isinstance(g, tuple) else (g,), strict=True):
+                np.copyto(o, r)
+
+        calls = {name: (lambda fn=fn: [fn() for _ in range(SMALL_BATCH)]) for name, fn in {
+            "numpy.gradient": lambda f=f: np.gradient(f, 0.5),
+            "numpy.gradient + copy": numpy_and_copy,
+            "cugrad.gradient(out=)": lambda f=f, out=out: cugrad.gradient(f, 0.5, out=out),
+        }.items()}
+        samples = _time(calls, reps)
+        us = 1e6 / SMALL_BATCH
+        row = "  ".join(f"{name} {min(t) * us:6.1f}/{statistics.median(t) * us:.1f}"
+                        for name, t in samples.items())
+        ratio = min(samples["cugrad.gradient(out=)"]) / min(samples["numpy.gradient + copy"])
+        print(f"  {str(shape):<13} us min/median: {row}  cugrad/(numpy + copy) {ratio:.2f}x")
+
+
 def first_calls() -> None:
     print("first call in a fresh process (import cugrad + one 64^3 call, numba engine):")
     env = dict(os.environ, CUGRAD_CPU_ENGINE="numba")
@@ -212,7 +243,8 @@ def first_calls() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=9, help="samples per implementation")
-    parser.add_argument("--cases", default="abcf", help="a, b, c (accuracy), f (first calls)")
+    parser.add_argument("--cases", default="abcsf",
+                        help="a, b, c (accuracy), s (small calls), f (first calls)")
     args = parser.parse_args(argv)
     if not _numba_backend.available():
         print('numba is not installed: pip install numba (or ".[cpu]" in a cugrad checkout)')
@@ -220,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"numpy {np.__version__}, cugrad {cugrad.__version__}, threads "
           f"{_numpy_backend.thread_count()}, load average {os.getloadavg()[0]:.2f} "
           f"(other processes may share these CPUs)")
-    for key, run in (("a", case_a), ("b", case_b), ("c", case_c)):
+    for key, run in (("a", case_a), ("b", case_b), ("c", case_c), ("s", case_s)):
         if key in args.cases:
             run(max(1, args.repeat))
     if "f" in args.cases:
