@@ -167,11 +167,12 @@ def _plane(code, kind, nterm, f, src, fstep, fline, wt, wsrc, wstep, o, ob, oste
                 bad |= not (abs(v) < np.inf)
         return bad
     if fstep == 1 and ostep == 1 and code < 2 and (
-            (kind == DSUM and wstep == 0 and 2 <= nterm <= 4) or (kind == COMB and nterm == 3)):
+            (kind == DSUM and wstep != 1 and 2 <= nterm <= 4) or (kind == COMB and nterm == 3)):
         # The commonest multi-term stencils, every term in one loop straight into the output (no
         # line buffer): numpy's interior for coordinates (three "comb" terms, weights per row
-        # along the line or one per line) and the higher orders with scalar weights ("dsum", two
-        # to four pairs). Sums run left to right, as in the general code below.
+        # along the line or one per line) and the higher orders with weights constant along the
+        # line ("dsum", two to four pairs). Sums run left to right, as in the general code below.
+        # Only this path takes ``wstep == 2`` (see _axis_rows).
         return _fused_lines(kind, nterm, as_data(f, o), src, fline, wt, wsrc, wstep, o, ob,
                             oline, count, nlines, acc)
     if kind != DIFF and fstep == 1 and code < 2:
@@ -278,21 +279,27 @@ def _plane(code, kind, nterm, f, src, fstep, fline, wt, wsrc, wstep, o, ob, oste
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _fused_lines(kind, nterm, fd, src, fline, wt, wsrc, wstep, o, ob, oline, count, nlines, acc):
-    """:func:`_plane`'s one-loop stencils (see where it calls this); ``fd`` is the data."""
+    """:func:`_plane`'s one-loop stencils (see where it calls this); ``fd`` is the data.
+
+    ``wstep``: 0, one weight per term; 1, weights per element along the line; 2, one weight per
+    term and line, line ``l``'s at ``wsrc[t] + l`` (the lines are consecutive rows of the
+    differentiated dim, each with its own weights).
+    """
     bad = False
-    w0 = as_type_of(wt[wsrc[0]], acc)
-    w1 = as_type_of(wt[wsrc[1]], acc)
-    w2 = as_type_of(wt[wsrc[min(2, nterm - 1)]], acc)
-    w3 = as_type_of(wt[wsrc[nterm - 1]], acc)
     for line in range(nlines):
         shift = line * fline
         b = ob + line * oline
         ol = o[b:b + count]
+        wl = line if wstep == 2 else 0
+        w0 = as_type_of(wt[wsrc[0] + wl], acc)
+        w1 = as_type_of(wt[wsrc[1] + wl], acc)
+        w2 = as_type_of(wt[wsrc[min(2, nterm - 1)] + wl], acc)
+        w3 = as_type_of(wt[wsrc[nterm - 1] + wl], acc)
         if kind == COMB:
             f0 = fd[src[0] + shift:src[0] + shift + count]
             f1 = fd[src[1] + shift:src[1] + shift + count]
             f2 = fd[src[2] + shift:src[2] + shift + count]
-            if wstep == 0:
+            if wstep != 1:
                 for j in range(count):
                     r = as_type_of((w0 * as_type_of(f0[j], acc) + w1 * as_type_of(f1[j], acc))
                                    + w2 * as_type_of(f2[j], acc), o)
@@ -496,19 +503,24 @@ def _axis_rows(f, o, it, wt, c0, c1, lo, hi, fs, os_, src, wsrc, acc32, acc64, v
                 rec = HEADER + RECORD * r
                 wrap = it[rec + 4] != 0
                 cnt = 1
-                if k == db and nlines == 1 and it[rec + 6] == 0:
+                per_row = it[rec + 6] != 0
+                kind, nterm = it[rec + 2], it[rec + 5]
+                if k == db and nlines == 1 and (not per_row or (
+                        it[17] < 2 and fs[3] == 1 and os_[3] == 1 and (
+                            (kind == COMB and nterm == 3) or (kind == DSUM and 2 <= nterm <= 4)))):
                     # A plane of one line (slab_axes goes row by row): the following rows of the
-                    # same region with scalar weights whose reads stay inside the axis are the
-                    # plane's lines instead (line l reads rows row + l + offset), so that one
-                    # call covers them.
+                    # same region whose reads stay inside the axis are the plane's lines instead
+                    # (line l reads rows row + l + offset), so that one call covers them. With
+                    # weights per row, only where _fused_lines takes them (wstep 2).
                     d1 = min(it[rec + 1], hi[db], n - it[rec + 9])
                     if row >= -it[rec + 8] and d1 > row + 1:
                         cnt = d1 - row
                         wrap = False
                 if cnt > 1:
                     bad |= _region_plane(it, r, f, fb - row * fk + lo[3] * fs[3], fs[3], fk, fk,
-                                         n, row, wrap, wt, 0, o, ob + lo[3] * os_[3], os_[3],
-                                         os_[db], count3, cnt, src, wsrc, acc32, acc64, val)
+                                         n, row, wrap, wt, 2 if per_row else 0, o,
+                                         ob + lo[3] * os_[3], os_[3], os_[db], count3, cnt, src,
+                                         wsrc, acc32, acc64, val)
                 else:
                     bad |= _region_plane(it, r, f, fb - row * fk + lo[3] * fs[3], fs[3], fs[dl],
                                          fk, n, row, wrap, wt, 0, o, ob + lo[3] * os_[3], os_[3],
