@@ -53,7 +53,7 @@ def as_type_of(value, like):  # pragma: no cover - compiled code uses the overlo
     return like.dtype.type(value)
 
 
-@overload(as_type_of, inline="always")
+@overload(as_type_of)
 def _as_type_of(value, like):
     if like.dtype == types.float32:
         return lambda value, like: np.float32(value)
@@ -101,7 +101,7 @@ def as_data(f, o):  # pragma: no cover - compiled code uses the overload below
     """View the bytes ``f`` as the output's dtype (the data dtype of float input)."""
 
 
-@overload(as_data, inline="always")
+@overload(as_data)
 def _as_data(f, o):
     if o.dtype == types.float32:
         return lambda f, o: f.view(np.float32)
