@@ -318,3 +318,28 @@ def test_operator_floating_point_events_are_reported_as_numpy_reports_them(monke
         result, ran = engine_ran(lambda: cugrad.gradient_magnitude(f))
         assert ran  # nothing to report: the engine's result stands
         assert not np.isfinite(result).all()
+
+
+def test_info_says_whether_the_disk_cache_holds_the_kernels(tmp_path):
+    assert _numba_backend._cache_filled(None) is None
+    assert _numba_backend._cache_filled(str(tmp_path / "missing")) is False
+    assert _numba_backend._cache_filled(str(tmp_path)) is False
+    (tmp_path / "_numba_kernels.slab_axes-321.py311.nbi").write_bytes(b"")
+    assert _numba_backend._cache_filled(str(tmp_path)) is True
+
+
+@needs_numba
+def test_bench_reports_the_engines_first_use(monkeypatch):
+    from cugrad import _bench
+
+    monkeypatch.setenv("CUGRAD_CPU_ENGINE", "numpy")
+    assert _bench._cpu_engine_first_use()["reason"] == "CUGRAD_CPU_ENGINE=numpy"
+    monkeypatch.setenv("CUGRAD_CPU_ENGINE", "auto")
+    engine = _bench._cpu_engine_first_use()
+    assert set(engine["seconds"]) == {name for name, _, _ in _numba_backend.SIGNATURES}
+    doc = {"device": "d", "host": "h", "commit": "c", "commit_dirty": False, "date": "today",
+           "mode": "quick", "host_load_avg": {"before": 0, "after": 0}, "copy_gbps": 1.0,
+           "copy_method": "m", "host_copy_gbps": 1.0, "cpu_engine": engine}
+    line = _bench._header_lines(doc)[-1]
+    assert line.startswith(f"compiled CPU engine (numba {engine['numba']}): ")
+    assert "before timing" in line

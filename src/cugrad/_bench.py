@@ -1068,6 +1068,7 @@ def run_benchmarks(settings: Settings) -> dict[str, Any]:
         else:
             sides[name] = runner.side
     live = {n: r for n, r in runners.items() if r is not None}
+    cpu_engine = _cpu_engine_first_use() if "cugrad-numpy" in live else None
     gpu = _gpu_info(live)
     small = settings.size_override is not None
 
@@ -1132,6 +1133,7 @@ def run_benchmarks(settings: Settings) -> dict[str, Any]:
         "host": host,
         "host_load_avg": {"before": load_before, "after": load_after},
         "cugrad_numpy_threads": _cugrad_numpy_threads(),
+        "cpu_engine": cpu_engine,
         "gpu": gpu,
         "mode": "full" if settings.full else "quick",
         "size_override": settings.size_override,
@@ -1215,9 +1217,41 @@ def _header_lines(doc: dict[str, Any]) -> list[str]:
         f"copy ceiling: {doc['copy_gbps']:.1f} GB/s ({doc['copy_method']}); "
         f"host copy {doc['host_copy_gbps']:.1f} GB/s",
     ]
+    engine = doc.get("cpu_engine")
+    if engine and engine.get("seconds"):
+        how = {True: "loaded from numba's disk cache", False: "compiled (the cache was empty)",
+               None: "compiled or loaded"}[engine["cache_filled_before"]]
+        lines.append(f"compiled CPU engine (numba {engine['numba']}): {how} in "
+                     f"{sum(engine['seconds'].values()):.1f} s before timing ("
+                     + ", ".join(f"{k} {v:.1f} s" for k, v in engine["seconds"].items()) + ")")
+    elif engine:
+        lines.append(f"compiled CPU engine: not used ({engine['reason']})")
     if doc.get("size_override"):
         lines.append(f"size override: every dimension = {doc['size_override']} (not a benchmark)")
     return lines
+
+
+def _cpu_engine_first_use() -> dict[str, Any]:
+    """Load or compile the compiled CPU engine before timing (its first use is not a sample).
+
+    Returns what the header reports: numba's version, whether the disk cache held the code, and
+    the seconds per compiled signature, or why the engine is not used.
+    """
+    from cugrad import _numba_backend
+
+    try:
+        facts = _numba_backend.info()
+        if not facts["available"] or facts["engine"] == "numpy" or facts["load_error"]:
+            reason = ("numba not installed" if not facts["available"] else
+                      "CUGRAD_CPU_ENGINE=numpy" if facts["engine"] == "numpy" else
+                      facts["load_error"])
+            return {"numba": facts["numba"], "reason": reason}
+        _log("[cpu] loading the compiled CPU engine (numba; compiles when its cache is empty)")
+        seconds = _numba_backend.warm_up()
+    except Exception as exc:  # noqa: BLE001 - reported, and the NumPy backend still runs
+        return {"numba": None, "reason": f"{type(exc).__name__}: {exc}"}
+    return {"numba": facts["numba"], "cache_filled_before": facts["cache_filled"],
+            "seconds": seconds}
 
 
 def _footer_lines(doc: dict[str, Any]) -> list[str]:

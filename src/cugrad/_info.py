@@ -83,8 +83,11 @@ def cpu_engine_description() -> str:
     if e["load_error"]:
         return (f"numba {e['numba']} cannot load its kernels ({e['load_error']}): set "
                 "NUMBA_CACHE_DIR to a writable directory")
+    cached = {True: "compiled code cached in", False: "nothing compiled yet (the first large "
+              "call compiles, about 30-40 s per dtype; `cugrad bench` does it and times it); "
+              "cache in", None: "compiled code cached in"}[e["cache_filled"]]
     return (f"numba {e['numba']}, CUGRAD_CPU_ENGINE={e['engine']} (auto from "
-            f"{e['min_elements']:,} elements), compiled code cached in {e['cache_dir']}")
+            f"{e['min_elements']:,} elements), {cached} {e['cache_dir']}")
 
 
 def collect() -> dict[str, Any]:

@@ -532,7 +532,7 @@ def info() -> dict[str, Any]:
         engine = f"invalid ({exc})"
     result: dict[str, Any] = {"available": available(), "engine": engine,
                               "min_elements": ENGINE_MIN_ELEMENTS, "numba": None,
-                              "cache_dir": None, "load_error": None}
+                              "cache_dir": None, "cache_filled": None, "load_error": None}
     if available():
         import numba
 
@@ -544,7 +544,17 @@ def info() -> dict[str, Any]:
             # numba keeps the directory on the dispatcher's cache object (private; hence getattr).
             cache = getattr(kernels.slab_axes, "_cache", None)
             result["cache_dir"] = getattr(cache, "_cache_path", None)
+            result["cache_filled"] = _cache_filled(result["cache_dir"])
     return result
+
+
+def _cache_filled(cache_dir: str | None) -> bool | None:
+    """Whether numba's disk cache holds compiled code of the kernel (None: unknown)."""
+    if not cache_dir or not os.path.isdir(cache_dir):
+        return None if not cache_dir else False
+    # numba's index file of a cached function: <module>.<function>-<line>.<python tag>.nbi
+    return any(name.startswith("_numba_kernels.slab_axes-") and name.endswith(".nbi")
+               for name in os.listdir(cache_dir))
 
 
 def warm_up() -> dict[str, float]:
