@@ -22,6 +22,7 @@ import functools
 import importlib.resources
 import itertools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -484,8 +485,12 @@ def fast_kernel(variant: FastVariant) -> Any:
     return _memoized(("fast", _device_id(), variant), build)
 
 
-def general_kernel(variant: GeneralVariant) -> Any:
-    """The ElementwiseKernel of the general path for the current device."""
+def _elementwise_kernel(kind: str, variant: Any, preamble: Callable[[], str]) -> Any:
+    """Return the ElementwiseKernel of ``variant`` for the current device.
+
+    Built from the variant's parameters, operation and name; memoized per (kind, device,
+    variant).
+    """
 
     def build() -> Any:
         import cupy
@@ -495,68 +500,50 @@ def general_kernel(variant: GeneralVariant) -> Any:
             variant.out_params(),
             variant.operation(),
             name=variant.name,
-            preamble=general_preamble(),
+            preamble=preamble(),
             options=COMPILE_OPTIONS,
             no_return=True,
         )
 
-    return _memoized(("general", _device_id(), variant), build)
+    return _memoized((kind, _device_id(), variant), build)
+
+
+def general_kernel(variant: GeneralVariant) -> Any:
+    """Return the ElementwiseKernel of the general path for the current device."""
+    return _elementwise_kernel("general", variant, general_preamble)
+
+
+def operator_kernel(variant: OperatorVariant) -> Any:
+    """Return the ElementwiseKernel of a fused derived operator for the current device."""
+    return _elementwise_kernel("operator", variant, operator_preamble)
 
 
 _first_calls: set[tuple[Any, ...]] = set()
 
 
-def call_general(variant: GeneralVariant, args: tuple[Any, ...], out: Any) -> None:
-    """Launch a general-path kernel; its first launch per device and ndim compiles under the lock.
+def _launch(kind: str, kernel: Any, variant: Any, operands: tuple[Any, ...]) -> None:
+    """Launch an ElementwiseKernel; its first launch per device and layout compiles under the lock.
 
-    An ElementwiseKernel compiles lazily, once per operand layout (the ndim of its raw arrays), so
-    the first call for a layout is made while holding the cache lock.
+    An ElementwiseKernel compiles lazily, once per operand layout (each array's ndim and
+    contiguity, and whether 32-bit indices do), so the first call for a layout is made while
+    holding the cache lock.
     """
-    kernel = general_kernel(variant)
-    # What CuPy specialises an ElementwiseKernel on: each array's ndim and contiguity.
     layout = tuple((a.ndim, bool(a.flags.c_contiguous), a.size < 2**31)
-                   for a in (*args, out) if hasattr(a, "flags"))
-    key = ("general-call", _device_id(), variant, layout)
+                   for a in operands if hasattr(a, "flags"))
+    key = (kind, _device_id(), variant, layout)
     if key in _first_calls:
-        kernel(*args, out)
+        kernel(*operands)
         return
     with _cache_lock:
-        kernel(*args, out)
+        kernel(*operands)
         _first_calls.add(key)
 
 
-def operator_kernel(variant: OperatorVariant) -> Any:
-    """Return the ElementwiseKernel of a fused derived operator for the current device."""
-
-    def build() -> Any:
-        import cupy
-
-        return cupy.ElementwiseKernel(
-            variant.in_params(),
-            variant.out_params(),
-            variant.operation(),
-            name=variant.name,
-            preamble=operator_preamble(),
-            options=COMPILE_OPTIONS,
-            no_return=True,
-        )
-
-    return _memoized(("operator", _device_id(), variant), build)
+def call_general(variant: GeneralVariant, args: tuple[Any, ...], out: Any) -> None:
+    """Launch a general-path kernel (see :func:`_launch`)."""
+    _launch("general-call", general_kernel(variant), variant, (*args, out))
 
 
 def call_operator(variant: OperatorVariant, args: tuple[Any, ...], outs: list[Any]) -> None:
-    """Launch a fused operator kernel: one launch writes every output.
-
-    As for :func:`call_general`, its first launch per device and operand layout compiles under the
-    cache lock.
-    """
-    kernel = operator_kernel(variant)
-    layout = tuple((a.ndim, bool(a.flags.c_contiguous), a.size < 2**31)
-                   for a in (*args, *outs) if hasattr(a, "flags"))
-    key = ("operator-call", _device_id(), variant, layout)
-    if key in _first_calls:
-        kernel(*args, *outs)
-        return
-    with _cache_lock:
-        kernel(*args, *outs)
-        _first_calls.add(key)
+    """Launch a fused operator kernel: one launch writes every output (see :func:`_launch`)."""
+    _launch("operator-call", operator_kernel(variant), variant, (*args, *outs))
