@@ -582,3 +582,35 @@ def test_gpu_benchmark_operator_section_on_the_stand_in(cp, capsys):
         assert r["gbps"] == pytest.approx(r["bytes"] / r["median_s"] / 1e9)
         assert r["copy_fraction"] == pytest.approx(r["gbps"])  # copy = 1 GB/s here
     assert "of copy" in capsys.readouterr().out
+
+
+def test_selftest_times_the_operators_on_the_stand_in(cp):
+    """cugrad selftest's GPU benchmark rows for the operators: one per operator and dtype, with
+    GB/s over (inputs + outputs) x n x itemsize."""
+    from cugrad import _selftest
+
+    clock = iter(range(1, 10**6))
+
+    class Event:
+        def record(self, stream: Any = None) -> None:
+            self.at = next(clock)
+
+        def synchronize(self) -> None:
+            pass
+
+    cp.cuda.Event = Event
+    cp.cuda.get_elapsed_time = lambda start, stop: (stop.at - start.at) * 1e-3  # ms
+    real_asarray = cp.asarray
+    cp.asarray = lambda a, dtype=None: real_asarray(a, dtype)
+    rows = _selftest.operator_benchmark(cp, copy_gbps=2.0, side=5, reps=3)
+    assert [r["case"] for r in rows] == [f"{op}-{dt}-5" for dt in ("float32", "float64")
+                                         for op in _selftest.OPERATOR_BENCH]
+    for r in rows:
+        op = r["case"].split("-")[0]
+        sources, outputs = _selftest.OPERATOR_BENCH[op]
+        itemsize = 4 if "float32" in r["case"] else 8
+        assert r["median_s"] == pytest.approx(1e-6)  # one clock tick per launch
+        assert r["gbps"] == pytest.approx((sources + outputs) * 125 * itemsize / 1e-6 / 1e9)
+        assert r["copy_fraction"] == pytest.approx(r["gbps"] / 2.0)
+    assert any("curl" in line for line in _selftest.format_benchmark(
+        {"copy_gbps": 2.0, "copy_method": "stand-in", "rows": rows}))

@@ -12,7 +12,8 @@ It prints ``cugrad info``, then:
   device coordinates, torch CUDA tensors when torch is installed, and which kernel path each case
   took), a second and a third process that reuse a fresh kernel cache (the third must compile
   nothing), and the quick GPU benchmark (cugrad against cupy.gradient and a device copy, 256^3 and
-  512^3, float32 and float64, GB/s and fraction of copy bandwidth).
+  512^3, float32 and float64, GB/s and fraction of copy bandwidth; the four derived operators on
+  256^3).
 
 ``--json PATH`` writes the whole report; the exit status is 1 on any mismatch or failure.
 
@@ -28,6 +29,7 @@ import datetime
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -500,8 +502,60 @@ def gpu_benchmark() -> dict[str, Any]:
     for r in doc["cases"]:
         rows.append({k: r.get(k) for k in ("case", "impl", "median_s", "gbps", "copy_fraction",
                                            "exact", "error", "skipped_reason")})
+    import cupy
+
+    rows.extend(operator_benchmark(cupy, doc.get("copy_gbps")))
     return {"device": doc.get("device"), "copy_gbps": doc.get("copy_gbps"),
             "copy_method": doc.get("copy_method"), "rows": rows}
+
+
+#: The derived operators the GPU benchmark times (one fused launch each), with how many arrays
+#: each reads and writes: GB/s counts (inputs + outputs) x n x itemsize (issue 12's target is 85%
+#: of the device copy).
+OPERATOR_BENCH = {"gradient_magnitude": (1, 1), "divergence": (3, 1), "curl": (3, 3),
+                  "laplacian": (1, 1)}
+
+
+def operator_benchmark(cp: Any, copy_gbps: float | None, side: int = 256,
+                       reps: int = 10) -> list[dict[str, Any]]:
+    """Time each derived operator on ``side``^3 float32 and float64 CuPy arrays, out= given.
+
+    Their bits are checked by the options section (``run_options``); here only their speed:
+    the median of ``reps`` launches timed with CUDA events, after one warm-up launch.
+    """
+    import cugrad
+
+    calls = {
+        "gradient_magnitude": lambda F, out: cugrad.gradient_magnitude(F[0], 0.5, out=out),
+        "divergence": lambda F, out: cugrad.divergence(F, 0.5, out=out),
+        "curl": lambda F, out: cugrad.curl(F, 0.5, stack=True, out=out),
+        "laplacian": lambda F, out: cugrad.laplacian(F[0], 0.5, out=out),
+    }
+    rows = []
+    for dtype in ("float32", "float64"):
+        shape = (side,) * 3
+        F = [cp.asarray(_rng("operator benchmark", dtype, i).standard_normal(shape).astype(dtype))
+             for i in range(3)]
+        for op, call in calls.items():
+            sources, outputs = OPERATOR_BENCH[op]
+            out = cp.empty(((3,) if outputs == 3 else ()) + shape, dtype)
+            call(F, out)  # compiles, or loads the kernel from CuPy's cache
+            start, stop = cp.cuda.Event(), cp.cuda.Event()
+            times = []
+            for _ in range(reps):
+                start.record()
+                call(F, out)
+                stop.record()
+                stop.synchronize()
+                times.append(cp.cuda.get_elapsed_time(start, stop) / 1e3)
+            median = statistics.median(times)
+            gbps = (sources + outputs) * F[0].size * F[0].itemsize / median / 1e9
+            rows.append({"case": f"{op}-{dtype}-{side}", "impl": "cugrad", "median_s": median,
+                         "gbps": gbps, "copy_fraction": gbps / copy_gbps if copy_gbps else None,
+                         "exact": None, "error": None, "skipped_reason": None})
+            del out
+        del F
+    return rows
 
 
 def format_benchmark(bench: dict[str, Any]) -> list[str]:
