@@ -411,24 +411,25 @@ def _run_fused(plan: OperatorPlan, jobs: list[list[_Job]], outs: list[np.ndarray
     kernel = _kernels().slab_axes
     first = jobs[0][0]
     n, rows, slot, shape = first.slab_dim_len, first.slab_rows, first.slot, first.shape
+    # (Every term differentiates a dim longer than 1, so the slab dim is one of the input's.)
     split = first.slab_axis
+    slab_dim = slot[split]
     out_dtype = plan.out_dtype
     # A term's buffer holds the rows [c0, c0 + rows) of the slab dim, C-ordered in slot order:
     # its table is the term's with the output's strides and base replaced by the buffer's.
     bshape = list(shape)
-    bshape[slot[split] if split is not None else MAX_DIMS - 1] = rows
-    bstrides = [int(np.prod(bshape[d + 1:])) for d in range(MAX_DIMS)]
+    bshape[slab_dim] = rows
+    bstrides = [math.prod(bshape[d + 1:]) for d in range(MAX_DIMS)]
     view_strides = tuple(bstrides[slot[d]] * out_dtype.itemsize if d in slot else 0
                          for d in range(len(plan.shape)))
     terms = [[(job.f, _rows(job.tables, np.int64), _rows(job.weights, np.float64))
               for job in output] for output in jobs]
-    slab_dim = slot[split] if split is not None else MAX_DIMS - 1
 
     def slab(i: int, scratch: dict[str, Any]) -> bool:
         c0, c1 = i * rows, min(n, (i + 1) * rows)
         buf = scratch.get("buf")
         if buf is None:
-            buf = scratch["buf"] = np.empty(int(np.prod(bshape)), out_dtype)
+            buf = scratch["buf"] = np.empty(math.prod(bshape), out_dtype)
         bad = False
         # np.errstate is per thread: set here, in the worker. Events show as non-finite values.
         with np.errstate(all="ignore"):
@@ -438,7 +439,7 @@ def _run_fused(plan: OperatorPlan, jobs: list[list[_Job]], outs: list[np.ndarray
 
     def _fused_output(output, out, term_args, c0, c1, buf) -> bool:
         """One output's rows [c0, c1): its terms, combined in the plan's order."""
-        o = out if split is None else _numpy_backend._rows(out, split, c0, c1)
+        o = _numpy_backend._rows(out, split, c0, c1)
         b = np.lib.stride_tricks.as_strided(buf, o.shape, view_strides)
         bad = False
         for k, (f, table, weights) in enumerate(term_args):
@@ -550,8 +551,10 @@ def info() -> dict[str, Any]:
 
 def _cache_filled(cache_dir: str | None) -> bool | None:
     """Whether numba's disk cache holds compiled code of the kernel (None: unknown)."""
-    if not cache_dir or not os.path.isdir(cache_dir):
-        return None if not cache_dir else False
+    if not cache_dir:
+        return None
+    if not os.path.isdir(cache_dir):
+        return False
     # numba's index file of a cached function: <module>.<function>-<line>.<python tag>.nbi
     return any(name.startswith("_numba_kernels.slab_axes-") and name.endswith(".nbi")
                for name in os.listdir(cache_dir))
